@@ -1,0 +1,42 @@
+"""Consensus parameters (set in the genesis file, identical on every member)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Params:
+    checkpoint_interval: int = 10
+    # Proposals are accepted only for low < seq <= low + window (the watermarks).
+    window: int = 20
+    max_batch_txs: int = 1000
+    max_batch_bytes: int = 8 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024
+    batch_delay_ms: int = 20
+    view_timeout_ms: int = 2000
+    max_view_timeout_ms: int = 60_000
+    heartbeat_ms: int = 500
+    max_pending_requests: int = 100_000
+    # How many committed request ids to remember for de-duplication.
+    committed_memory: int = 200_000
+    sync_batch_blocks: int = 64
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_interval < 1:
+            raise ValueError("checkpoint_interval must be at least 1")
+        if self.window < 2 * self.checkpoint_interval or self.window % self.checkpoint_interval:
+            raise ValueError("window must be a multiple of checkpoint_interval, at least twice it")
+        for name in (
+            "max_batch_txs",
+            "max_batch_bytes",
+            "max_request_bytes",
+            "view_timeout_ms",
+            "heartbeat_ms",
+            "max_pending_requests",
+            "sync_batch_blocks",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.max_view_timeout_ms < self.view_timeout_ms:
+            raise ValueError("max_view_timeout_ms must be at least view_timeout_ms")

@@ -1,0 +1,134 @@
+"""What a simulation run does: its cluster, its load and its faults."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from consensus.params import Params
+
+BYZANTINE_KINDS = ("silent", "equivocate", "forge", "replay", "censor", "twins")
+
+SIM_PARAMS = Params(
+    checkpoint_interval=5,
+    window=10,
+    max_batch_txs=20,
+    batch_delay_ms=10,
+    view_timeout_ms=400,
+    max_view_timeout_ms=3200,
+    heartbeat_ms=200,
+)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """From ``start_ms`` to ``end_ms`` instances talk only inside their group."""
+
+    start_ms: int
+    end_ms: int
+    groups: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Instance ``instance`` stops at ``at_ms`` and restarts from durable state."""
+
+    instance: int
+    at_ms: int
+    down_ms: int
+
+
+@dataclass(frozen=True)
+class Byzantine:
+    member: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    nodes: int = 4
+    blocks: int = 50
+    seed: int = 0
+    params: Params = SIM_PARAMS
+    request_interval_ms: int = 5
+    request_bytes: int = 64
+    min_delay_ms: int = 1
+    max_delay_ms: int = 20
+    drop_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    reorder_rate: float = 0.0
+    byzantine: tuple[Byzantine, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+    crashes: tuple[Crash, ...] = ()
+    # Virtual-time limit; a run that has not committed ``blocks`` by then is not live.
+    max_time_ms: int = 600_000
+    # After the last fault ends, every honest replica must commit within this bound.
+    recovery_bound_ms: int = 40_000
+    twins_split: bool = True
+    lower_quorum_by: int = 0  # test double for negative controls only
+    trace_lines: int = 40
+
+    def faults_end_ms(self) -> int:
+        ends = [p.end_ms for p in self.partitions] + [c.at_ms + c.down_ms for c in self.crashes]
+        if any(b.kind == "twins" for b in self.byzantine) and self.twins_split:
+            ends.append(TWINS_SPLIT_END_MS)
+        return max(ends, default=0)
+
+
+# Twins runs keep the two copies of each twinned member apart until this time.
+TWINS_SPLIT_END_MS = 3_000
+
+
+def random_plan(
+    *,
+    nodes: int,
+    blocks: int,
+    seed: int,
+    byzantine: int = 0,
+    kind: str = "silent",
+    drop_rate: float = 0.0,
+    duplicate_rate: float = 0.0,
+    reorder_rate: float = 0.0,
+    partitions: int = 0,
+    crashes: int = 0,
+) -> FaultPlan:
+    """A plan for the CLI: the fault counts and rates given, placed by the seed."""
+    if kind not in BYZANTINE_KINDS:
+        raise ValueError(
+            f"unknown Byzantine kind {kind!r}; choose from {', '.join(BYZANTINE_KINDS)}"
+        )
+    if not 0 <= byzantine < nodes:
+        raise ValueError("the Byzantine count must be below the number of nodes")
+    rng = random.Random(f"plan/{seed}")
+    members = list(range(nodes))
+    # Member 0 is the first primary: make it Byzantine first, the hardest case.
+    chosen = members[:byzantine]
+    byz = tuple(Byzantine(m, kind) for m in chosen)
+    parts: list[Partition] = []
+    t = 1_000
+    for _ in range(partitions):
+        order = members[:]
+        rng.shuffle(order)
+        cut = rng.randint(1, nodes - 1)
+        length = rng.randint(500, 4_000)
+        parts.append(
+            Partition(t, t + length, (tuple(sorted(order[:cut])), tuple(sorted(order[cut:]))))
+        )
+        t += length + rng.randint(500, 3_000)
+    crash_list: list[Crash] = []
+    honest = [m for m in members if m not in chosen]
+    for _ in range(crashes):
+        crash_list.append(
+            Crash(rng.choice(honest), rng.randint(500, t + 2_000), rng.randint(200, 3_000))
+        )
+    return FaultPlan(
+        nodes=nodes,
+        blocks=blocks,
+        seed=seed,
+        drop_rate=drop_rate,
+        duplicate_rate=duplicate_rate,
+        reorder_rate=reorder_rate,
+        byzantine=byz,
+        partitions=tuple(parts),
+        crashes=tuple(crash_list),
+    )

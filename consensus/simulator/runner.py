@@ -1,0 +1,424 @@
+"""The simulation loop: a heap of timed events, replicas stepped one event at a time."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus.blocks import GENESIS_PARENT, Block, Certificate
+from consensus.crypto import Signer, hash_bytes
+from consensus.durable import DurableState, ViewRecord
+from consensus.events import (
+    Action,
+    Broadcast,
+    CancelTimer,
+    CommitBlock,
+    Event,
+    MessageArrived,
+    Persist,
+    RejectRequest,
+    ReportEquivocation,
+    RequestArrived,
+    Send,
+    SetTimer,
+    Start,
+    Timer,
+    TimerFired,
+)
+from consensus.membership import Membership
+from consensus.messages import (
+    BlockRequest,
+    BlockResponse,
+    CertifiedBatch,
+    Message,
+)
+from consensus.replica import Replica
+from consensus.requests import request_id
+from consensus.simulator.byzantine import BEHAVIOURS, Behaviour
+from consensus.simulator.checker import Checker, Violation
+from consensus.simulator.plan import TWINS_SPLIT_END_MS, FaultPlan, Partition
+from consensus.simulator.trace import format_entry
+
+CHAIN_ID = "sim"
+
+
+class LoweredQuorum(Membership):
+    """Test double for negative controls: replicas that count too few votes."""
+
+    lowered_by: int = 0
+
+    @property
+    def quorum(self) -> int:
+        return super().quorum - self.lowered_by
+
+
+def sim_signer(member: int) -> Signer:
+    return Signer(hash_bytes("sim-key", member.to_bytes(4, "big")))
+
+
+@dataclass
+class SimNode:
+    instance: int
+    member: int
+    behaviour: Behaviour
+    replica: Replica
+    durable: DurableState = field(default_factory=DurableState)
+    ledger: list[tuple[Block, Certificate]] = field(default_factory=list)
+    up: bool = True
+    incarnation: int = 0
+    timer_gen: dict[Timer, int] = field(default_factory=dict)
+    commit_times: list[int] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return len(self.ledger)
+
+
+@dataclass
+class SimResult:
+    plan: FaultPlan
+    violation: Violation | None
+    trace: list[str]
+    heights: dict[int, int]
+    honest_instances: list[int]
+    virtual_ms: int
+    steps: int
+    view_changes: int
+    max_view: int
+    messages: Counter[str]
+    latencies_ms: list[int]
+    txs_committed: int
+    evidence: list[tuple[int, str, int, int]]
+    verifications: int
+
+    @property
+    def safe(self) -> bool:
+        return self.violation is None
+
+
+# Event kinds, ordered for determinism when two events share a time.
+_DELIVER, _REQUEST, _TIMER, _INJECT, _CRASH, _RESTART = range(6)
+
+
+class Simulation:
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+        self.rng = random.Random(plan.seed)
+        n = plan.nodes
+        self.signers = [sim_signer(i) for i in range(n)]
+        keys = tuple(s.public_key for s in self.signers)
+        self.membership = Membership(CHAIN_ID, keys)
+        replica_membership: Membership = self.membership
+        if plan.lower_quorum_by:
+            weak = LoweredQuorum(CHAIN_ID, keys)
+            object.__setattr__(weak, "lowered_by", plan.lower_quorum_by)
+            replica_membership = weak
+        self.replica_membership = replica_membership
+        kinds = {b.member: b.kind for b in plan.byzantine}
+        self.honest = {m for m in range(n) if m not in kinds}
+        self.checker = Checker(self.membership, self.honest)
+        self.nodes: list[SimNode] = []
+        for member in range(n):
+            self._add_instance(member, kinds.get(member, "honest"))
+        twinned = [m for m, k in sorted(kinds.items()) if k == "twins"]
+        for member in twinned:
+            self._add_instance(member, "twins")
+        self.instances_of: dict[int, list[int]] = {}
+        for node in self.nodes:
+            self.instances_of.setdefault(node.member, []).append(node.instance)
+        self.partitions = list(plan.partitions)
+        if twinned and plan.twins_split:
+            self.partitions.append(self._twins_partition(twinned))
+        self.queue: list[tuple[int, int, int, Any]] = []
+        self.order = 0
+        self.now = 0
+        self.steps = 0
+        self.messages: Counter[str] = Counter()
+        # Raw entries, formatted only when a report needs them: formatting every
+        # delivery would cost more than the consensus work being simulated.
+        self.trace: deque[tuple[Any, ...]] = deque(maxlen=plan.trace_lines)
+        self.injected: dict[bytes, int] = {}
+        self.latencies: list[int] = []
+        self.evidence: list[tuple[int, str, int, int]] = []
+        self.request_no = 0
+        self.faults_end = plan.faults_end_ms()
+        self.views_entered: set[int] = set()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _new_replica(self, node_member: int, durable: DurableState, ledger: list[Any]) -> Replica:
+        tip_hash = ledger[-1][0].hash() if ledger else GENESIS_PARENT
+        return Replica(
+            node_member,
+            self.signers[node_member],
+            self.replica_membership,
+            self.plan.params,
+            durable=durable,
+            tip_height=len(ledger),
+            tip_hash=tip_hash,
+        )
+
+    def _add_instance(self, member: int, kind: str) -> None:
+        behaviour = BEHAVIOURS[kind](
+            member,
+            self.plan.nodes,
+            self.signers[member],
+            CHAIN_ID,
+            random.Random(self.rng.random()),
+        )
+        node = SimNode(
+            instance=len(self.nodes),
+            member=member,
+            behaviour=behaviour,
+            replica=self._new_replica(member, DurableState(), []),
+        )
+        self.nodes.append(node)
+
+    def _twins_partition(self, twinned: list[int]) -> Partition:
+        """Originals with half the honest members, twins with the other half: with f+1
+        twinned members both sides reach a quorum, which must break agreement."""
+        honest = sorted(self.honest)
+        half = (len(honest) + 1) // 2
+        left = [*twinned, *honest[:half]]
+        right = [n.instance for n in self.nodes if n.instance >= self.plan.nodes] + honest[half:]
+        return Partition(0, TWINS_SPLIT_END_MS, (tuple(sorted(left)), tuple(sorted(right))))
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _push(self, at: int, kind: int, data: Any) -> None:
+        self.order += 1
+        heapq.heappush(self.queue, (at, kind, self.order, data))
+
+    def _connected(self, a: int, b: int) -> bool:
+        for p in self.partitions:
+            if p.start_ms <= self.now < p.end_ms:
+                ga = next((i for i, g in enumerate(p.groups) if a in g), -1)
+                gb = next((i for i, g in enumerate(p.groups) if b in g), -1)
+                if ga != gb:
+                    return False
+        return True
+
+    def _delay(self) -> int:
+        plan = self.plan
+        delay = self.rng.randint(plan.min_delay_ms, plan.max_delay_ms)
+        if plan.reorder_rate and self.rng.random() < plan.reorder_rate:
+            delay += self.rng.randint(plan.max_delay_ms, 5 * plan.max_delay_ms)
+        return delay
+
+    def _transmit(self, src: int, dst_member: int, message: Message) -> None:
+        kind = type(message).__name__
+        for dst in self.instances_of[dst_member]:
+            if dst == src:
+                continue
+            self.messages[kind] += 1
+            if not self._connected(src, dst):
+                continue
+            if self.plan.drop_rate and self.rng.random() < self.plan.drop_rate:
+                continue
+            self._push(self.now + self._delay(), _DELIVER, (dst, src, message))
+            if self.plan.duplicate_rate and self.rng.random() < self.plan.duplicate_rate:
+                self._push(self.now + self._delay(), _DELIVER, (dst, src, message))
+
+    # ------------------------------------------------------------------ stepping
+
+    def _step(self, node: SimNode, event: Event) -> None:
+        if not node.up or not node.behaviour.runs:
+            return
+        self.steps += 1
+        actions = node.replica.step(event, self.now)
+        for action in actions:
+            self._carry_out(node, action)
+
+    def _carry_out(self, node: SimNode, action: Action) -> None:
+        match action:
+            case Persist(records):
+                node.durable.apply_all(records)
+                if node.member in self.honest:
+                    self.views_entered.update(
+                        r.view for r in records if isinstance(r, ViewRecord) and r.active
+                    )
+            case Send(to, message):
+                self._send(node, to, message)
+            case Broadcast(message):
+                self._send(node, None, message)
+            case CommitBlock(block, cert):
+                self._commit(node, block, cert)
+            case SetTimer(timer, delay):
+                gen = node.timer_gen.get(timer, 0) + 1
+                node.timer_gen[timer] = gen
+                self._push(self.now + delay, _TIMER, (node.instance, node.incarnation, timer, gen))
+            case CancelTimer(timer):
+                node.timer_gen[timer] = node.timer_gen.get(timer, 0) + 1
+            case ReportEquivocation(member, kind, view, seq):
+                self.evidence.append((member, kind, view, seq))
+            case RejectRequest():
+                pass
+
+    def _send(self, node: SimNode, to: int | None, message: Message) -> None:
+        for dest, msg in node.behaviour.outgoing(to, message):
+            self.checker.on_send(self.now, node.instance, node.member, msg)
+            targets = range(self.plan.nodes) if dest is None else (dest,)
+            for member in targets:
+                if member != node.member or dest is not None:
+                    self._transmit(node.instance, member, msg)
+
+    def _commit(self, node: SimNode, block: Block, cert: Certificate) -> None:
+        parent = node.ledger[-1][0].hash() if node.ledger else GENESIS_PARENT
+        if block.header.height != node.height + 1:
+            self.checker.fail(
+                "monotone",
+                self.now,
+                f"n{node.instance} committed height {block.header.height} after {node.height}",
+            )
+            return
+        self.checker.on_commit(self.now, node.instance, node.member, parent, block, cert)
+        node.ledger.append((block, cert))
+        node.commit_times.append(self.now)
+        if node.member in self.honest:
+            for tx in block.txs:
+                started = self.injected.pop(request_id(tx), None)
+                if started is not None:
+                    self.latencies.append(self.now - started)
+        if self.trace.maxlen:
+            self.trace.append((self.now, node.instance, "commit", block, cert))
+
+    def _deliver(self, dst: int, src: int, message: Message) -> None:
+        node = self.nodes[dst]
+        if not node.up:
+            return
+        if self.trace.maxlen:
+            self.trace.append((self.now, dst, "deliver", src, message))
+        node.behaviour.received(message)
+        if isinstance(message, BlockRequest):
+            self._serve_blocks(node, src, message)
+            return
+        self._step(node, MessageArrived(self.nodes[src].member, message))
+
+    def _serve_blocks(self, node: SimNode, src: int, req: BlockRequest) -> None:
+        if not node.behaviour.runs or not req.verify(self.membership):
+            return
+        last = min(req.to_height, req.from_height + self.plan.params.sync_batch_blocks - 1)
+        entries = tuple(
+            CertifiedBatch(b.to_batch(), c) for b, c in node.ledger[req.from_height - 1 : last]
+        )
+        self._send(node, self.nodes[src].member, BlockResponse(entries))
+
+    def _inject(self) -> None:
+        self.request_no += 1
+        payload = self.request_no.to_bytes(8, "big") + bytes(
+            self.rng.getrandbits(8) for _ in range(self.plan.request_bytes - 8)
+        )
+        self.injected[request_id(payload)] = self.now
+        entry = self.rng.randrange(len(self.nodes))
+        for node in self.nodes:
+            if not self._connected(entry, node.instance):
+                continue
+            if self.plan.drop_rate and self.rng.random() < self.plan.drop_rate:
+                continue
+            self._push(self.now + self._delay(), _REQUEST, (node.instance, payload))
+        self._push(self.now + self.plan.request_interval_ms, _INJECT, None)
+
+    # ------------------------------------------------------------------ the run
+
+    def honest_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.member in self.honest]
+
+    def _done(self) -> bool:
+        for node in self.honest_nodes():
+            if node.height < self.plan.blocks:
+                return False
+            if self.faults_end and (
+                not node.commit_times or node.commit_times[-1] < self.faults_end
+            ):
+                return False
+        return True
+
+    def _check_liveness(self) -> None:
+        if self.faults_end and self.now > self.faults_end + self.plan.recovery_bound_ms:
+            for node in self.honest_nodes():
+                if not node.commit_times or node.commit_times[-1] < self.faults_end:
+                    self.checker.fail(
+                        "recovery",
+                        self.now,
+                        f"n{node.instance} committed nothing in the "
+                        f"{self.plan.recovery_bound_ms} ms after the faults ended",
+                    )
+                    return
+        if self.now > self.plan.max_time_ms:
+            lowest = min(n.height for n in self.honest_nodes())
+            self.checker.fail(
+                "liveness",
+                self.now,
+                f"an honest replica reached only height {lowest} of {self.plan.blocks}",
+            )
+
+    def run(self) -> SimResult:
+        for node in self.nodes:
+            self._step(node, Start())
+        for crash in self.plan.crashes:
+            self._push(crash.at_ms, _CRASH, crash.instance)
+            self._push(crash.at_ms + crash.down_ms, _RESTART, crash.instance)
+        self._push(0, _INJECT, None)
+        while self.queue and self.checker.violation is None and not self._done():
+            at, kind, _, data = heapq.heappop(self.queue)
+            self.now = at
+            if kind == _DELIVER:
+                self._deliver(*data)
+            elif kind == _REQUEST:
+                node = self.nodes[data[0]]
+                if node.behaviour.delivers_requests:
+                    self._step(node, RequestArrived(data[1]))
+            elif kind == _TIMER:
+                instance, incarnation, timer, gen = data
+                node = self.nodes[instance]
+                if node.incarnation == incarnation and node.timer_gen.get(timer) == gen:
+                    self._step(node, TimerFired(timer))
+            elif kind == _INJECT:
+                self._inject()
+            elif kind == _CRASH:
+                self._crash(self.nodes[data])
+            elif kind == _RESTART:
+                self._restart(self.nodes[data])
+            self._check_liveness()
+        return self._result()
+
+    def _crash(self, node: SimNode) -> None:
+        node.up = False
+        node.incarnation += 1
+        if self.trace.maxlen:
+            self.trace.append((self.now, node.instance, "crash", node.height))
+
+    def _restart(self, node: SimNode) -> None:
+        node.replica = self._new_replica(node.member, node.durable, node.ledger)
+        node.up = True
+        node.timer_gen = {}
+        if self.trace.maxlen:
+            self.trace.append((self.now, node.instance, "restart", node.durable.view, node.height))
+        self._step(node, Start())
+
+    def _result(self) -> SimResult:
+        honest = self.honest_nodes()
+        max_view = max((n.replica.view for n in honest), default=0)
+        return SimResult(
+            plan=self.plan,
+            violation=self.checker.violation,
+            trace=[format_entry(e) for e in self.trace],
+            heights={n.instance: n.height for n in self.nodes},
+            honest_instances=[n.instance for n in honest],
+            virtual_ms=self.now,
+            steps=self.steps,
+            view_changes=len(self.views_entered),
+            max_view=max_view,
+            messages=self.messages,
+            latencies_ms=self.latencies,
+            txs_committed=sum(len(b.txs) for b, _ in max(honest, key=lambda n: n.height).ledger),
+            evidence=self.evidence,
+            verifications=sum(n.replica.verifier.verifications for n in self.nodes),
+        )
+
+
+def run_plan(plan: FaultPlan) -> SimResult:
+    return Simulation(plan).run()
