@@ -133,6 +133,7 @@ class Replica:
         self.requests = RequestQueue(self.p.max_pending_requests, self.p.committed_memory)
         self.sync = SyncTracker()
         self.vc_attempts = 0
+        self.vc_timer_view: int | None = None
         self.request_timer_target: bytes | None = None
         self.batch_timer_set = False
         self.executed_at_heartbeat = self.executed
@@ -232,7 +233,6 @@ class Replica:
             if self.own_view_change is not None and self.own_view_change.new_view == self.view:
                 self.view_changes.setdefault(self.view, {})[self.me] = self.own_view_change
                 self._broadcast(self.own_view_change)
-            self._set_timer(Timer.VIEW_CHANGE, self._view_change_timeout())
 
     def _on_message(self, peer: int, message: Message) -> None:
         match message:
@@ -573,9 +573,22 @@ class Replica:
         self._broadcast(vc)
         self.view_changes = {v: by for v, by in self.view_changes.items() if v >= new_view}
         self.view_changes.setdefault(new_view, {})[self.me] = vc
+        self._emit(CancelTimer(Timer.VIEW_CHANGE))
+        self.vc_timer_view = None
+        self._start_view_change_timer()
+        self._try_new_view()
+
+    def _start_view_change_timer(self) -> None:
+        """PBFT starts the timer for a new view only once a quorum asks for that view.
+        A replica alone in a higher view then waits for the others instead of racing
+        ahead on its own timer, so honest replicas cannot leapfrog each other forever."""
+        if self.view_active or self.vc_timer_view == self.view:
+            return
+        if len(self.view_changes.get(self.view, {})) < self.m.quorum:
+            return
+        self.vc_timer_view = self.view
         self._set_timer(Timer.VIEW_CHANGE, self._view_change_timeout())
         self.vc_attempts += 1
-        self._try_new_view()
 
     def _on_view_change(self, vc: ViewChange) -> None:
         if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
@@ -597,6 +610,7 @@ class Replica:
             return
         self.view_changes.setdefault(vc.new_view, {})[vc.sender] = vc
         self._join_higher_view()
+        self._start_view_change_timer()
         self._try_new_view()
 
     def _join_higher_view(self) -> None:

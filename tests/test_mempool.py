@@ -166,6 +166,22 @@ def test_expired_tx_may_be_resubmitted() -> None:
     assert pool.add(tid(1), "m", b"a", 100).accepted
 
 
+def test_readded_id_takes_its_new_place() -> None:
+    # A tx id committed while queued leaves stale heap items behind; once forgotten and
+    # submitted again, it must be reaped and expired by its new arrival, not the old one.
+    pool = Mempool(10, 100, max_share=1.0, committed_memory=0)
+    pool.add(tid(1), "a", b"", 0)
+    pool.add(tid(2), "a", b"", 5)
+    pool.remove_committed([tid(1)])
+    pool.add(tid(1), "a", b"", 10)
+    assert ids(pool.expire(now_ms=10, ttl_ms=4)) == [tid(2)]
+    pool.add(tid(3), "a", b"", 10)
+    pool.remove_committed([tid(1)])
+    pool.add(tid(1), "b", b"", 20)
+    assert ids(pool.reap(10, 100)) == [tid(3), tid(1)]
+    assert pool.reap(10, 100) == []
+
+
 def test_too_large() -> None:
     pool = Mempool(10, 100, max_share=0.5, max_tx_bytes=20)
     assert pool.add(tid(1), "m", bytes(20), 0).accepted
@@ -471,6 +487,10 @@ class Config:
     max_bytes: int
     max_share: float
     committed_memory: int
+    # The policy's caps worked out by hand, so the model does not trust the pool's.
+    share: tuple[int, int]  # (txs, bytes) while others are present
+    solo: tuple[int, int]  # (txs, bytes) while alone
+    max_tx_bytes: int
 
 
 # Mostly small, so count limits bind as often as byte limits; sometimes past every limit.
@@ -478,9 +498,10 @@ SIZES = st.one_of(st.integers(0, 6), st.integers(0, 70))
 
 CONFIGS = [
     # Five members want 10 slots of 8: both "full" and "member_quota" happen often.
-    Config(max_txs=8, max_bytes=120, max_share=0.25, committed_memory=4),
-    Config(max_txs=6, max_bytes=60, max_share=0.5, committed_memory=2),
-    Config(max_txs=12, max_bytes=400, max_share=1.0, committed_memory=0),
+    Config(8, 120, 0.25, committed_memory=4, share=(2, 30), solo=(6, 90), max_tx_bytes=30),
+    Config(9, 90, 1 / 3, committed_memory=2, share=(3, 30), solo=(6, 60), max_tx_bytes=30),
+    Config(6, 60, 0.5, committed_memory=2, share=(3, 30), solo=(3, 30), max_tx_bytes=30),
+    Config(12, 400, 1.0, committed_memory=0, share=(12, 400), solo=(12, 400), max_tx_bytes=400),
 ]
 
 
@@ -521,6 +542,9 @@ class MempoolMachine(RuleBasedStateMachine):
             max_share=config.max_share,
             committed_memory=config.committed_memory,
         )
+        assert (self.pool.quota_txs, self.pool.quota_bytes) == config.share
+        assert (self.pool.solo_txs, self.pool.solo_bytes) == config.solo
+        assert self.pool.max_tx_bytes == config.max_tx_bytes
 
     # -- model helpers --
 
@@ -540,20 +564,16 @@ class MempoolMachine(RuleBasedStateMachine):
         return out
 
     def expected_reason(self, tx_id: bytes, member: str, size: int) -> RejectReason | None:
-        pool = self.pool
         if tx_id in self.pending or tx_id in self.committed:
             return D
-        if size > pool.max_tx_bytes:
+        if size > self.config.max_tx_bytes:
             return BIG
         count, used = self.held(member)
-        if self.others_present(member):
-            cap = (pool.quota_txs, pool.quota_bytes)
-        else:
-            cap = (pool.solo_txs, pool.solo_bytes)
+        cap = self.config.share if self.others_present(member) else self.config.solo
         if count + 1 > cap[0] or used + size > cap[1]:
             return QUOTA
         total = sum(t.size for t in self.pending.values())
-        if len(self.pending) + 1 > pool.max_txs or total + size > pool.max_bytes:
+        if len(self.pending) + 1 > self.config.max_txs or total + size > self.config.max_bytes:
             return FULL
         return None
 
@@ -590,6 +610,17 @@ class MempoolMachine(RuleBasedStateMachine):
         for member, tx_id, size in txs:
             self.add_one(member, tx_id, size)
 
+    @rule(
+        member=st.sampled_from(MEMBERS),
+        tx_ids=st.lists(st.sampled_from(ID_POOL), min_size=1, max_size=14),
+        size=st.integers(0, 12),
+    )
+    def flood(self, member: str, tx_ids: list[bytes], size: int) -> None:
+        # One member submitting a burst: the case the share rules exist for, and too
+        # unlikely to arise from members picked at random.
+        for tx_id in tx_ids:
+            self.add_one(member, tx_id, size)
+
     def add_one(self, member: str, tx_id: bytes, size: int) -> None:
         expected = self.expected_reason(tx_id, member, size)
         others = self.others_present(member)
@@ -602,7 +633,7 @@ class MempoolMachine(RuleBasedStateMachine):
             if others:
                 # Member share respected: no growth past the share while others present.
                 count, used = self.held(member)
-                assert count <= self.pool.quota_txs and used <= self.pool.quota_bytes
+                assert count <= self.config.share[0] and used <= self.config.share[1]
         else:
             assert result.reason is not None
             self.rejected[result.reason] += 1
@@ -700,8 +731,8 @@ class MempoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def within_limits(self) -> None:
-        assert len(self.pool) <= self.pool.max_txs
-        assert self.pool.size_bytes <= self.pool.max_bytes
+        assert len(self.pool) <= self.config.max_txs
+        assert self.pool.size_bytes <= self.config.max_bytes
 
     @invariant()
     def nothing_lost_nothing_extra(self) -> None:
@@ -716,12 +747,12 @@ class MempoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def member_share_respected(self) -> None:
-        pool = self.pool
+        share, solo = self.config.share, self.config.solo
         over = []
         for member in MEMBERS:
             count, used = self.held(member)
-            assert count <= pool.solo_txs and used <= pool.solo_bytes
-            if count > pool.quota_txs or used > pool.quota_bytes:
+            assert count <= solo[0] and used <= solo[1]
+            if count > share[0] or used > share[1]:
                 over.append(member)
         # Only a member that was alone can have passed its share, so at most one has.
         assert len(over) <= 1
