@@ -61,6 +61,8 @@ def unpack(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         )
     except DecodeError:
         raise
+    except msgpack.exceptions.StackError:
+        raise DecodeError("malformed msgpack: nested too deeply") from None
     except (ValueError, msgpack.UnpackException) as exc:
         raise DecodeError(f"malformed msgpack: {exc.__class__.__name__}: {exc}") from None
     except RecursionError:
@@ -246,6 +248,9 @@ class Registry:
 
     def classes(self) -> list[type]:
         return list(self._by_cls)
+
+    def items(self) -> list[tuple[int, type]]:
+        return sorted(self._by_tag.items())
 
     def encode(self, obj: Any) -> bytes:
         return pack([self.tag_of(obj), *to_wire(obj)])

@@ -1,0 +1,127 @@
+"""The tracing application on top of consensus: which transactions a node admits, which
+ones a backup will vote for, and what a committed block adds to the indexes.
+
+Admission (``admit``) is the full check a member applies to what it accepts from a
+client or from gossip, clock and replay included. ``check_proposed`` is the narrower,
+clock-free check a backup applies to a primary's batch, so members whose clocks differ
+still agree on what may be ordered. ``index_block`` is deterministic: every member
+indexes the same committed block the same way, skipping transactions that fail the
+deterministic rules (a replayed nonce that slipped into two blocks, say).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from consensus.blocks import Block
+from node.genesis import Genesis
+from node.ledger import Ledger
+from node.normalize import EntityType
+from node.pseudonym import EntityRef
+from node.store_layout import BlockIndex, Link, TxIndex
+from node.transactions import (
+    MAX_SKEW_MS,
+    RejectCode,
+    TxContext,
+    TxRejected,
+    ValidatedTx,
+    member_table,
+    tx_id,
+    validate_tx,
+)
+from node.tx_kinds import Access, Case, Link as LinkBody, Report
+
+_TYPE_CODES = {t.value: i + 1 for i, t in enumerate(EntityType)}
+# Nonces admitted but not yet committed, per node; a bound keeps memory flat under a
+# flood, at the cost of letting a replay through to the (deterministic) block check.
+_PENDING_NONCES = 200_000
+
+
+def entity_key(ref: EntityRef) -> bytes:
+    """33 bytes: a type code, then the pseudonym (fixed width keeps the index compact)."""
+    return bytes((_TYPE_CODES[ref.type],)) + ref.pseudonym
+
+
+class Application:
+    def __init__(self, genesis: Genesis, ledger: Ledger, max_skew_ms: int = MAX_SKEW_MS) -> None:
+        self.genesis = genesis
+        self.ledger = ledger
+        self.max_skew_ms = max_skew_ms
+        self.members = member_table(genesis.members)
+        self._pending: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+    def _context(self, now_ms: int, *, skew_ms: int | None = None) -> TxContext:
+        return TxContext(
+            chain_id=self.genesis.chain_id,
+            members=self.members,
+            now_ms=now_ms,
+            max_skew_ms=self.max_skew_ms if skew_ms is None else skew_ms,
+            nonce_seen=self.ledger.nonce_used,
+        )
+
+    def admit(self, tx_bytes: bytes, now_ms: int) -> ValidatedTx:
+        """Everything a member checks before it accepts a transaction; ``TxRejected``
+        with a stable code and a precise message otherwise."""
+        validated = validate_tx(tx_bytes, self._context(now_ms))
+        key = (validated.tx.member, validated.tx.nonce)
+        held = self._pending.get(key)
+        if held is not None and held != validated.tx_id:
+            raise TxRejected(
+                RejectCode.REPLAY,
+                f"nonce {validated.tx.nonce} of member {validated.tx.member!r} is already "
+                "used by a pending transaction",
+            )
+        self._pending[key] = validated.tx_id
+        while len(self._pending) > _PENDING_NONCES:
+            self._pending.popitem(last=False)
+        return validated
+
+    def check_proposed(self, tx_bytes: bytes) -> bool:
+        """Would this backup vote for a batch holding ``tx_bytes``? No clock involved."""
+        try:
+            validate_tx(tx_bytes, replace(self._context(0), max_skew_ms=2**62))
+        except TxRejected:
+            return False
+        return True
+
+    def index_blocks(self, blocks: list[Block]) -> list[BlockIndex]:
+        """Index entries for consecutive committed blocks that are stored together; a
+        nonce used earlier in the same group counts as used."""
+        seen: set[tuple[str, int]] = set()
+        return [self._index_block(block, seen) for block in blocks]
+
+    def _index_block(self, block: Block, seen_nonces: set[tuple[str, int]]) -> BlockIndex:
+        entries: list[TxIndex] = []
+        ctx = replace(self._context(0), max_skew_ms=2**62)
+        for tx_bytes in block.txs:
+            tid = tx_id(tx_bytes)
+            try:
+                validated = validate_tx(tx_bytes, ctx)
+            except TxRejected:
+                entries.append(TxIndex(tid))  # stored as ordered, indexed under nothing
+                continue
+            key = (validated.tx.member, validated.tx.nonce)
+            if key in seen_nonces:
+                entries.append(TxIndex(tid))
+                continue
+            seen_nonces.add(key)
+            self._pending.pop(key, None)
+            entities, links = _index_body(validated)
+            entries.append(TxIndex(tid, entities, links, nonce=key))
+        return BlockIndex(tuple(entries))
+
+
+def _index_body(validated: ValidatedTx) -> tuple[tuple[bytes, ...], tuple[Link, ...]]:
+    body = validated.body
+    match body:
+        case Report():
+            return (entity_key(body.subject),), ()
+        case LinkBody():
+            a, b = entity_key(body.a), entity_key(body.b)
+            return (a, b), (Link(a, b, body.relation.encode()),)
+        case Case():
+            return tuple(entity_key(ref) for ref in body.scope), ()
+        case Access() if body.subject is not None:
+            return (entity_key(body.subject),), ()
+    return (), ()

@@ -1,0 +1,354 @@
+"""The node runtime: drives the pure replica with real time, a transport and a store.
+
+One task owns the replica. It takes the events that are ready (frames, submissions,
+due timers), steps the replica through each, and carries out all resulting actions in
+the fixed order persist (fsync) -> send -> apply committed blocks -> answer clients.
+Disk work (LMDB commits with fsync) runs in a worker thread so the event loop keeps
+receiving. Channels are bounded:
+
+* events (frames and submissions) -> replica: ``EVENT_QUEUE``; when full, the network
+  receive task waits, which back-pressures peers (their queues to us fill and reset);
+* block requests -> block server: ``SERVE_QUEUE``; when full, the request is dropped
+  (the requester times out and asks another member).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from consensus.blocks import Block, Certificate
+from consensus.crypto import Signer
+from consensus.durable import RECORDS, DurableState, Record, StableRecord
+from consensus.events import (
+    Action,
+    Broadcast,
+    CancelTimer,
+    CommitBlock,
+    Event,
+    MessageArrived,
+    Persist,
+    RejectRequest,
+    ReportEquivocation,
+    RequestArrived,
+    Send,
+    SetTimer,
+    Start,
+    Timer,
+    TimerFired,
+)
+from consensus.membership import Membership
+from consensus.messages import BlockRequest, BlockResponse, CertifiedBatch
+from consensus.params import Params
+from consensus.replica import Replica
+from net.transport import Transport
+from net.wire import TxGossip
+from node.application import Application
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.store_layout import BlockIndex
+from node.transactions import TxRejected
+
+log = logging.getLogger("crosstrace.node")
+
+EVENT_QUEUE = 8192
+SERVE_QUEUE = 16
+MAX_EVENTS_PER_ROUND = 512
+GOSSIP_BATCH = 256
+COMPACT_EVERY_RECORDS = 20_000
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    tx_id: bytes
+    accepted: bool
+    code: str = "accepted"
+    message: str = ""
+
+
+@dataclass
+class RuntimeStats:
+    steps: int = 0
+    rounds: int = 0
+    blocks_committed: int = 0
+    txs_committed: int = 0
+    equivocations: list[ReportEquivocation] = field(default_factory=list)
+    commit_latency_ms: list[float] = field(default_factory=list)
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        *,
+        member: int,
+        signer: Signer,
+        membership: Membership,
+        params: Params,
+        ledger: Ledger,
+        transport: Transport,
+        application: Application,
+        mempool: Mempool,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.member = member
+        self.signer = signer
+        self.membership = membership
+        self.params = params
+        self.ledger = ledger
+        self.transport = transport
+        self.app = application
+        self.mempool = mempool
+        self.clock_ms = clock_ms
+        self.stats = RuntimeStats()
+        self.durable = DurableState()
+        self._durable_records = 0
+        self.replica: Replica | None = None
+        self._timers: dict[Timer, float] = {}
+        self._events_in, self._events_out = trio.open_memory_channel[Event](EVENT_QUEUE)
+        self._serve_in, self._serve_out = trio.open_memory_channel[tuple[int, BlockRequest]](
+            SERVE_QUEUE
+        )
+        self._gossip: list[bytes] = []
+        self._waiters: dict[bytes, trio.Event] = {}
+        self._submitted_at: dict[bytes, float] = {}
+        self._height_changed = trio.Event()
+        self.started = trio.Event()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def height(self) -> int:
+        return self.replica.executed if self.replica is not None else self.ledger.tip()[0]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._restore()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._serve_loop)
+            nursery.start_soon(self._gossip_loop)
+            self.started.set()
+            task_status.started()
+            await self._drive()
+
+    async def submit(self, tx_bytes: bytes) -> SubmitResult:
+        """Validate, admit to the mempool and hand to consensus; gossip to the others."""
+        now = self.clock_ms()
+        try:
+            validated = self.app.admit(tx_bytes, now)
+        except TxRejected as exc:
+            return SubmitResult(b"", False, str(exc.code), exc.message)
+        added = self.mempool.add(validated.tx_id, validated.tx.member, tx_bytes, now)
+        if not added.accepted:
+            return SubmitResult(validated.tx_id, False, str(added.reason), added.message)
+        self._submitted_at[validated.tx_id] = trio.current_time()
+        await self._events_in.send(RequestArrived(tx_bytes))
+        self._gossip.append(tx_bytes)
+        return SubmitResult(validated.tx_id, True)
+
+    async def wait_committed(self, tx_id: bytes) -> None:
+        if self.ledger.tx_location(tx_id) is not None:
+            return
+        event = self._waiters.setdefault(tx_id, trio.Event())
+        await event.wait()
+
+    async def wait_height(self, height: int) -> None:
+        while self.height < height:
+            await self._height_changed.wait()
+
+    # ------------------------------------------------------------------ start-up
+
+    async def _restore(self) -> None:
+        encoded = await trio.to_thread.run_sync(self.ledger.consensus_records)
+        for data in encoded:
+            self.durable.apply(RECORDS.decode(data))
+        self._durable_records = len(encoded)
+        height, tip_hash = self.ledger.tip()
+        self.replica = Replica(
+            self.member,
+            self.signer,
+            self.membership,
+            self.params,
+            durable=DurableState(
+                view=self.durable.view,
+                view_active=self.durable.view_active,
+                votes=dict(self.durable.votes),
+                prepared=dict(self.durable.prepared),
+                view_change=self.durable.view_change,
+                new_view=self.durable.new_view,
+                stable_seq=min(self.durable.stable_seq, height),
+                stable_proof=self.durable.stable_proof if self.durable.stable_seq <= height else (),
+            ),
+            tip_height=height,
+            tip_hash=tip_hash,
+            check_request=self.app.check_proposed,
+        )
+        log.info(
+            "member %d restored: height %d, view %d%s",
+            self.member,
+            height,
+            self.durable.view,
+            "" if self.durable.view_active else " (view change in progress)",
+        )
+        await self._events_in.send(Start())
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                src, frame = await self.transport.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if not self.membership.is_member(src):
+                continue
+            if isinstance(frame, TxGossip):
+                await self._admit_gossip(frame)
+            elif isinstance(frame, BlockRequest):
+                try:
+                    self._serve_in.send_nowait((src, frame))
+                except trio.WouldBlock:
+                    log.debug("block server busy; dropping a request from %d", src)
+            else:
+                await self._events_in.send(MessageArrived(src, frame))
+
+    async def _admit_gossip(self, gossip: TxGossip) -> None:
+        now = self.clock_ms()
+        for tx_bytes in gossip.txs:
+            try:
+                validated = self.app.admit(tx_bytes, now)
+            except TxRejected:
+                continue
+            added = self.mempool.add(validated.tx_id, validated.tx.member, tx_bytes, now)
+            if added.accepted:
+                await self._events_in.send(RequestArrived(tx_bytes))
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await trio.sleep(0.005)
+            if not self._gossip:
+                continue
+            batch, self._gossip = self._gossip[:GOSSIP_BATCH], self._gossip[GOSSIP_BATCH:]
+            frame = TxGossip(tuple(batch))
+            for peer in range(self.membership.n):
+                if peer != self.member:
+                    self.transport.send_nowait(peer, frame)
+
+    async def _serve_loop(self) -> None:
+        async for src, req in self._serve_out:
+            if req.sender != src or not req.verify(self.membership):
+                continue
+            last = min(req.to_height, req.from_height + self.params.sync_batch_blocks - 1)
+            rows = await trio.to_thread.run_sync(self.ledger.blocks_range, req.from_height, last)
+            entries = tuple(CertifiedBatch(block.to_batch(), cert) for block, cert in rows)
+            self.transport.send_nowait(src, BlockResponse(entries))
+
+    async def _drive(self) -> None:
+        assert self.replica is not None
+        while True:
+            events = await self._next_events()
+            actions: list[Action] = []
+            now = self.clock_ms()
+            for event in events:
+                actions.extend(self.replica.step(event, now))
+            self.stats.steps += len(events)
+            self.stats.rounds += 1
+            await self._carry_out(actions)
+
+    async def _next_events(self) -> list[Event]:
+        due = self._due_timers()
+        if due:
+            return due
+        deadline = min(self._timers.values(), default=math.inf)
+        events: list[Event] = []
+        with trio.move_on_at(deadline):
+            events.append(await self._events_out.receive())
+        while len(events) < MAX_EVENTS_PER_ROUND:
+            try:
+                events.append(self._events_out.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return events + self._due_timers()
+
+    def _due_timers(self) -> list[Event]:
+        now = trio.current_time()
+        due = [t for t, at in self._timers.items() if at <= now]
+        for timer in due:
+            del self._timers[timer]
+        return [TimerFired(t) for t in sorted(due, key=lambda t: t.value)]
+
+    # ------------------------------------------------------------------ actions
+
+    async def _carry_out(self, actions: Sequence[Action]) -> None:
+        records: list[Record] = []
+        commits: list[tuple[Block, Certificate]] = []
+        for action in actions:
+            if isinstance(action, Persist):
+                records.extend(action.records)
+            elif isinstance(action, CommitBlock):
+                commits.append((action.block, action.certificate))
+        if records:
+            await self._persist(records)
+        for action in actions:
+            match action:
+                case Send(to, message):
+                    self.transport.send_nowait(to, message)
+                case Broadcast(message):
+                    for peer in range(self.membership.n):
+                        if peer != self.member:
+                            self.transport.send_nowait(peer, message)
+        if commits:
+            await self._apply(commits)
+        for action in actions:
+            match action:
+                case SetTimer(timer, delay_ms):
+                    self._timers[timer] = trio.current_time() + delay_ms / 1000
+                case CancelTimer(timer):
+                    self._timers.pop(timer, None)
+                case RejectRequest(rid, reason):
+                    log.info("consensus refused request %s: %s", rid.hex()[:12], reason)
+                case ReportEquivocation():
+                    self.stats.equivocations.append(action)
+                    log.warning("equivocation evidence: %s", action)
+
+    async def _persist(self, records: list[Record]) -> None:
+        encoded = [RECORDS.encode(r) for r in records]
+        await trio.to_thread.run_sync(self.ledger.append_consensus_records, encoded)
+        self.durable.apply_all(records)
+        self._durable_records += len(encoded)
+        if self._durable_records > COMPACT_EVERY_RECORDS and any(
+            isinstance(r, StableRecord) for r in records
+        ):
+            snapshot = [RECORDS.encode(r) for r in self.durable.snapshot()]
+            await trio.to_thread.run_sync(self.ledger.compact_consensus_records, snapshot)
+            self._durable_records = len(snapshot)
+
+    async def _apply(self, commits: list[tuple[Block, Certificate]]) -> None:
+        indexes = self.app.index_blocks([block for block, _ in commits])
+        indexed: list[tuple[Block, Certificate, BlockIndex]] = [
+            (block, cert, index) for (block, cert), index in zip(commits, indexes, strict=True)
+        ]
+        await trio.to_thread.run_sync(self.ledger.append_blocks, indexed)
+        now = trio.current_time()
+        for _block, _cert, index in indexed:
+            self.stats.blocks_committed += 1
+            self.stats.txs_committed += len(index.txs)
+            tx_ids = [entry.tx_id for entry in index.txs]
+            self.mempool.remove_committed(tx_ids)
+            for tx_id in tx_ids:
+                started = self._submitted_at.pop(tx_id, None)
+                if started is not None:
+                    self.stats.commit_latency_ms.append((now - started) * 1000)
+                waiter = self._waiters.pop(tx_id, None)
+                if waiter is not None:
+                    waiter.set()
+        self._height_changed.set()
+        self._height_changed = trio.Event()

@@ -1,0 +1,196 @@
+"""What the ledger store keeps, and the exact bytes of every key and value.
+
+All integers are unsigned big-endian, so LMDB's bytewise key order is numeric order
+and a cursor walks heights, and positions inside a block, in ledger order.
+
+Named databases (one LMDB environment):
+
+``blocks``    height u64 -> ``encode_value(Block)``
+``txpos``     height u64 -> (offset u32, length u32) per transaction: where each
+              transaction's bytes sit inside the stored block, so one transaction is
+              a slice of the block instead of a decode of all of it
+``hashes``    block hash -> height u64
+``certs``     height u64 -> ``encode_value(Certificate)``
+``txs``       tx id (32 bytes) -> location: height u64 + index u32
+``entities``  entity key -> location, DUPSORT + DUPFIXED: each entity's postings are
+              12-byte duplicates in ledger order, stored once per entity key
+``links``     location + ordinal u16 -> link (a, b, relation); endpoints are always
+              also posted under ``entities``, which is how ``links_of`` finds them
+``nonces``    member name (u8 length + UTF-8) + nonce u64 -> location: replay checks
+``meta``      chain id, genesis hash, tip, stable checkpoint, format version
+``consensus`` sequence u64 -> opaque durable consensus record
+
+``entities`` and ``links`` deviate from a key-per-(entity, location) layout on purpose:
+tx ids and entity keys are random, so each index entry costs a randomly placed
+B-tree page rewrite at commit, and fsyncing those pages is what bounds throughput.
+A link stored once under its own location is appended, not scattered, and the
+postings of an entity share one key instead of repeating it (measured in
+``benchmarks/store_bench.py``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from consensus.blocks import Block
+from consensus.codec import encode_value, pack, to_wire
+from consensus.crypto import DIGEST_SIZE, hash_bytes
+
+FORMAT_VERSION = 1
+
+DB_BLOCKS = b"blocks"
+DB_TXPOS = b"txpos"
+DB_HASHES = b"hashes"
+DB_CERTS = b"certs"
+DB_TXS = b"txs"
+DB_ENTITIES = b"entities"
+DB_LINKS = b"links"
+DB_NONCES = b"nonces"
+DB_META = b"meta"
+DB_CONSENSUS = b"consensus"
+
+META_CHAIN_ID = b"chain_id"
+META_GENESIS = b"genesis_hash"
+META_FORMAT = b"format_version"
+META_TIP = b"tip"
+META_CHECKPOINT = b"stable_checkpoint"
+
+MAX_ENTITY_KEY = 255
+MAX_MEMBER_NAME = 255
+MAX_RELATION = 255
+MAX_LINKS_PER_TX = 0xFFFF
+MAX_TX_INDEX = 0xFFFFFFFF
+
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+LOC = struct.Struct(">QI")
+LINK_KEY = struct.Struct(">QIH")
+TXPOS = struct.Struct(">II")
+TIP = struct.Struct(f">Q{DIGEST_SIZE}s")
+
+LOC_SIZE = LOC.size
+
+
+def tx_id(tx: bytes) -> bytes:
+    """The id of a transaction: the same definition as the transaction module's."""
+    return hash_bytes("tx", tx)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An edge the caller extracted from a transaction: ``a`` -[relation]-> ``b``."""
+
+    a: bytes
+    b: bytes
+    relation: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TxIndex:
+    """What one transaction contributes to the indexes (the store never parses it).
+
+    ``nonce`` is (member, nonce) for replay checks, None for a transaction the
+    application does not count (one it refused, or a replay that reached a block).
+    """
+
+    tx_id: bytes
+    entities: Sequence[bytes] = ()
+    links: Sequence[Link] = ()
+    nonce: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockIndex:
+    """Index entries for a block, one ``TxIndex`` per transaction, in block order."""
+
+    txs: Sequence[TxIndex]
+
+    @staticmethod
+    def unindexed(block: Block) -> BlockIndex:
+        """Transaction ids only: for blocks whose transactions mention no entity."""
+        return BlockIndex(tuple(TxIndex(tx_id(tx)) for tx in block.txs))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    """A link as seen from one of its endpoints."""
+
+    other: bytes
+    relation: bytes
+    outgoing: bool
+    height: int
+    index: int
+
+
+def height_key(height: int) -> bytes:
+    return U64.pack(height)
+
+
+def loc_key(height: int, index: int) -> bytes:
+    return LOC.pack(height, index)
+
+
+def nonce_key(member: str, nonce: int) -> bytes:
+    name = member.encode()
+    if not 0 < len(name) <= MAX_MEMBER_NAME:
+        raise ValueError(f"member name must be 1 to {MAX_MEMBER_NAME} bytes of UTF-8")
+    return bytes((len(name),)) + name + U64.pack(nonce)
+
+
+def encode_link(a: bytes, b: bytes, relation: bytes) -> bytes:
+    return bytes((len(a),)) + a + bytes((len(b),)) + b + relation
+
+
+def decode_link(value: bytes | memoryview) -> tuple[bytes, bytes, bytes]:
+    """Inverse of ``encode_link``; ``ValueError`` if the record is malformed."""
+    data = bytes(value)
+    a_len = data[0] if data else 0
+    a_end = 1 + a_len
+    if a_len == 0 or len(data) < a_end + 1:
+        raise ValueError("link record is truncated")
+    b_len = data[a_end]
+    b_end = a_end + 1 + b_len
+    if b_len == 0 or len(data) < b_end:
+        raise ValueError("link record is truncated")
+    return data[1:a_end], data[a_end + 1 : b_end], data[b_end:]
+
+
+def _array_header_size(n: int) -> int:
+    return 1 if n < 16 else 3 if n < 0x10000 else 5
+
+
+def _bin_header_size(n: int) -> int:
+    return 2 if n < 0x100 else 3 if n < 0x10000 else 5
+
+
+def encode_block(block: Block) -> tuple[bytes, bytes]:
+    """The canonical block bytes and their ``txpos`` table.
+
+    The offsets follow from msgpack's fixed header sizes (a block is a 2-array of
+    the header and the transaction array, each transaction a bin); the final length
+    check catches any disagreement with the real encoder.
+    """
+    data = encode_value(block)
+    pos = 1 + len(pack(to_wire(block.header))) + _array_header_size(len(block.txs))
+    fields: list[int] = []
+    for tx in block.txs:
+        size = len(tx)
+        pos += _bin_header_size(size)
+        fields.append(pos)
+        fields.append(size)
+        pos += size
+    if pos != len(data):
+        raise AssertionError("transaction offsets disagree with the block encoding")
+    return data, struct.pack(f">{len(fields)}I", *fields)
+
+
+def tx_slice(block_data: memoryview, table: memoryview, index: int) -> bytes | None:
+    """Transaction ``index`` cut out of a stored block, or None if out of range."""
+    if not 0 <= index < len(table) // TXPOS.size:
+        return None
+    offset, size = TXPOS.unpack_from(table, index * TXPOS.size)
+    if offset + size > len(block_data):
+        raise ValueError(f"transaction {index} lies outside its block")
+    return bytes(block_data[offset : offset + size])
