@@ -100,6 +100,8 @@ _REJECTIONS = {reason: AddResult(reason) for reason in RejectReason}
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """A pooled transaction as the caller submitted it; ``data`` is opaque here."""
+
     tx_id: bytes
     member: str
     data: bytes
@@ -140,6 +142,8 @@ class _Record:
 
 
 class Mempool:
+    """See the module docstring for the admission, batch and expiry policy."""
+
     def __init__(
         self,
         max_txs: int,
@@ -340,7 +344,7 @@ class Mempool:
         # in the heap, but duplicates are harmless (the second one finds the entry gone).
         heapq.heappush(self._expiry, (entry.arrival_ms, record.seq, entry.tx_id))
 
-    def _is_live_queued(self, seq: int, tx_id: bytes) -> _Record | None:
+    def _live_queued_record(self, seq: int, tx_id: bytes) -> _Record | None:
         record = self._records.get(tx_id)
         if record is None or record.seq != seq or record.in_flight:
             return None
@@ -350,7 +354,7 @@ class Mempool:
         queue = self._queues.get(member)
         while queue:
             seq, tx_id = queue[0]
-            record = self._is_live_queued(seq, tx_id)
+            record = self._live_queued_record(seq, tx_id)
             if record is not None:
                 return record
             heapq.heappop(queue)
@@ -390,7 +394,7 @@ class Mempool:
         while expiry and expiry[0][0] < cutoff:
             _, seq, tx_id = heapq.heappop(expiry)
             # In-flight entries lose their item here; requeue pushes a fresh one.
-            record = self._is_live_queued(seq, tx_id)
+            record = self._live_queued_record(seq, tx_id)
             if record is not None:
                 self._drop(record)
                 expired.append(record.entry)

@@ -63,6 +63,14 @@ GOSSIP_BATCH = 256
 COMPACT_EVERY_RECORDS = 20_000
 
 
+_MEMPOOL_REFUSALS = {
+    "duplicate": "this transaction is already pending or committed",
+    "too_large": "the transaction is larger than one member's share of the mempool",
+    "member_quota": "this member already holds its fair share of the mempool; retry later",
+    "full": "the mempool is full; retry later",
+}
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -148,7 +156,8 @@ class NodeRuntime:
             return SubmitResult(b"", False, str(exc.code), exc.message)
         added = self.mempool.add(validated.tx_id, validated.tx.member, tx_bytes, now)
         if not added.accepted:
-            return SubmitResult(validated.tx_id, False, str(added.reason), added.message)
+            reason = str(added.reason)
+            return SubmitResult(validated.tx_id, False, reason, _MEMPOOL_REFUSALS.get(reason, reason))
         self._submitted_at[validated.tx_id] = trio.current_time()
         await self._events_in.send(RequestArrived(tx_bytes))
         self._gossip.append(tx_bytes)

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from consensus.blocks import GENESIS_PARENT, Block, Certificate
-from consensus.codec import DecodeError, decode_value, encode_value
+from consensus.blocks import Block, Certificate
+from consensus.codec import DecodeError, decode_value
 from node.store_env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
-    Database,
     DbSpec,
     Environment,
     ReadCursor,
@@ -45,34 +44,32 @@ from node.store_layout import (
     DB_NONCES,
     DB_TXPOS,
     DB_TXS,
-    FORMAT_VERSION,
     LINK_KEY,
     LOC,
     LOC_SIZE,
     MAX_ENTITY_KEY,
-    MAX_LINKS_PER_TX,
-    MAX_RELATION,
-    MAX_TX_INDEX,
     META_CHAIN_ID,
     META_CHECKPOINT,
-    META_FORMAT,
     META_GENESIS,
-    META_TIP,
-    TIP,
-    U32,
     U64,
     BlockIndex,
     Link,
     LinkRecord,
     TxIndex,
     decode_link,
-    encode_block,
-    encode_link,
     height_key,
     loc_key,
     nonce_key,
     tx_id,
     tx_slice,
+)
+from node.store_write import (
+    BlockRejectedError,
+    append_records,
+    claim_identity,
+    prepare_block,
+    put_blocks,
+    read_tip,
 )
 
 __all__ = [
@@ -105,34 +102,15 @@ SPECS = (
 )
 
 
-class BlockRejectedError(StoreError):
-    """A block that does not extend the stored chain; nothing was written."""
-
-
 @dataclass(frozen=True)
 class StoreStats:
     entries: dict[str, int]
+    db_bytes: dict[str, int]  # B-tree and overflow pages of each database
     bytes_on_disk: int
     file_size: int
     used_bytes: int
     map_size: int
     tip_height: int
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A block encoded and checked outside the write transaction, ready to put."""
-
-    height: int
-    parent_hash: bytes
-    block_hash: bytes
-    block_data: bytes
-    txpos: bytes
-    cert_data: bytes
-    txs: list[tuple[bytes, bytes]]
-    postings: list[tuple[bytes, bytes]]
-    links: list[tuple[bytes, bytes]]
-    nonces: list[tuple[bytes, bytes]]
 
 
 class LedgerStore:
@@ -166,7 +144,7 @@ class LedgerStore:
             Path(path), SPECS, map_size=map_size, max_map_size=max_map_size, sync=sync
         )
         try:
-            env.write(lambda txn: _claim_identity(env, txn, chain_id, genesis_hash))
+            env.write(lambda txn: claim_identity(env, txn, chain_id, genesis_hash))
         except BaseException:
             env.close()
             raise
@@ -209,109 +187,16 @@ class LedgerStore:
 
     def append_blocks(self, items: Sequence[tuple[Block, Certificate, BlockIndex]]) -> None:
         """Commit consecutive blocks in one write transaction: all of them or none."""
-        prepared = [self._prepare(block, cert, index) for block, cert, index in items]
+        prepared = [prepare_block(self.chain_id, *item) for item in items]
         if prepared:
-            self._env.write(lambda txn: self._put_blocks(txn, prepared))
-
-    def _prepare(self, block: Block, cert: Certificate, index: BlockIndex) -> _Prepared:
-        header = block.header
-        height = header.height
-        if header.chain_id != self.chain_id:
-            raise BlockRejectedError(
-                f"block {height} belongs to chain {header.chain_id!r}, not {self.chain_id!r}"
-            )
-        if cert.height != height or cert.digest != header.batch_digest():
-            raise BlockRejectedError(f"the certificate given with block {height} is not for it")
-        if header.tx_count != len(block.txs) or len(block.txs) > MAX_TX_INDEX:
-            raise BlockRejectedError(f"block {height}: header and body disagree on tx count")
-        if len(index.txs) != len(block.txs):
-            raise BlockRejectedError(
-                f"block {height} has {len(block.txs)} transactions, its index {len(index.txs)}"
-            )
-        block_data, txpos = encode_block(block)
-        txs: list[tuple[bytes, bytes]] = []
-        postings: list[tuple[bytes, bytes]] = []
-        links: list[tuple[bytes, bytes]] = []
-        nonces: list[tuple[bytes, bytes]] = []
-        for i, (tx, entry) in enumerate(zip(block.txs, index.txs, strict=True)):
-            if entry.tx_id != tx_id(tx):
-                raise BlockRejectedError(f"block {height}: index entry {i} has the wrong tx id")
-            loc = loc_key(height, i)
-            txs.append((entry.tx_id, loc))
-            for key in _entities_of(entry, height, i):
-                postings.append((key, loc))
-            if entry.nonce is not None:
-                try:
-                    nonces.append((nonce_key(*entry.nonce), loc))
-                except (ValueError, OverflowError) as exc:
-                    raise BlockRejectedError(f"block {height}: tx {i}: {exc}") from None
-            if len(entry.links) > MAX_LINKS_PER_TX:
-                raise BlockRejectedError(f"block {height}: tx {i} has too many links")
-            for n, link in enumerate(entry.links):
-                if len(link.relation) > MAX_RELATION:
-                    raise BlockRejectedError(f"block {height}: tx {i} has an oversized relation")
-                links.append((LINK_KEY.pack(height, i, n), encode_link(*_link_fields(link))))
-        return _Prepared(
-            height=height,
-            parent_hash=header.parent_hash,
-            block_hash=block.hash(),
-            block_data=block_data,
-            txpos=txpos,
-            cert_data=encode_value(cert),
-            txs=txs,
-            postings=postings,
-            links=links,
-            nonces=nonces,
-        )
-
-    def _put_blocks(self, txn: WriteTxn, blocks: list[_Prepared]) -> None:
-        db = self._db
-        tip_height, tip_hash = _read_tip(txn, db[DB_META])
-        cursors = {name: txn.cursor(db[name]) for name in (DB_BLOCKS, DB_TXPOS, DB_CERTS)}
-        txs = txn.cursor(db[DB_TXS])
-        postings = txn.cursor(db[DB_ENTITIES])
-        links = txn.cursor(db[DB_LINKS])
-        nonces = txn.cursor(db[DB_NONCES])
-        for block in blocks:
-            if block.height != tip_height + 1:
-                raise BlockRejectedError(
-                    f"block {block.height} does not extend the tip at height {tip_height}"
-                )
-            if block.parent_hash != tip_hash:
-                raise BlockRejectedError(
-                    f"block {block.height} has parent {block.parent_hash.hex()[:16]}..., "
-                    f"the block at height {tip_height} is {tip_hash.hex()[:16]}..."
-                )
-            key = height_key(block.height)
-            # append=True reports a key that is not past the last one as False; with
-            # the tip checked above that can only mean the files disagree with meta.
-            ok = cursors[DB_BLOCKS].put(key, block.block_data, append=True)
-            ok = ok and cursors[DB_TXPOS].put(key, block.txpos, append=True)
-            ok = ok and cursors[DB_CERTS].put(key, block.cert_data, append=True)
-            ok = ok and txn.put(block.block_hash, key, overwrite=False, db=db[DB_HASHES])
-            if not ok:
-                raise StoreCorruptError(
-                    f"the ledger store already holds data for block {block.height} past its tip"
-                )
-            # A tx id seen before keeps its first location (replays are the transaction
-            # layer's to refuse; a committed block cannot be refused here).
-            txs.putmulti(block.txs, overwrite=False)
-            nonces.putmulti(block.nonces, overwrite=False)
-            _, added = postings.putmulti(block.postings, append=True)
-            _, linked = links.putmulti(block.links, append=True)
-            if added != len(block.postings) or linked != len(block.links):
-                raise StoreCorruptError(
-                    f"the ledger store already holds index entries for block {block.height}"
-                )
-            tip_height, tip_hash = block.height, block.block_hash
-        txn.put(META_TIP, TIP.pack(tip_height, tip_hash), db=db[DB_META])
+            self._env.write(lambda txn: put_blocks(txn, self._db, prepared))
 
     # -- reading blocks ---------------------------------------------------------------
 
     def tip(self) -> tuple[int, bytes]:
         """(height, hash) of the last committed block; (0, GENESIS_PARENT) when empty."""
         with self._env.read() as txn:
-            return _read_tip(txn, self._db[DB_META])
+            return read_tip(txn, self._db[DB_META])
 
     def block_bytes(self, height: int) -> bytes | None:
         with self._env.read() as txn:
@@ -416,7 +301,7 @@ class LedgerStore:
         """Whether a committed, counted transaction of ``member`` used ``nonce``."""
         try:
             key = nonce_key(member, nonce)
-        except (ValueError, OverflowError):
+        except ValueError:
             return False
         with self._env.read() as txn:
             return txn.get(key, db=self._db[DB_NONCES]) is not None
@@ -478,7 +363,7 @@ class LedgerStore:
     def append_consensus_records(self, records: Sequence[bytes]) -> None:
         """Append records to the replica's durable log in one fsync'd transaction."""
         if records:
-            self._env.write(lambda txn: _append_records(txn, self._db[DB_CONSENSUS], records))
+            self._env.write(lambda txn: append_records(txn, self._db[DB_CONSENSUS], records))
 
     def consensus_records(self) -> list[bytes]:
         with self._env.read() as txn:
@@ -490,7 +375,7 @@ class LedgerStore:
 
         def replace(txn: WriteTxn) -> None:
             txn.drop(self._db[DB_CONSENSUS], delete=False)
-            _append_records(txn, self._db[DB_CONSENSUS], records)
+            append_records(txn, self._db[DB_CONSENSUS], records)
 
         self._env.write(replace)
 
@@ -509,75 +394,27 @@ class LedgerStore:
     # -- housekeeping -----------------------------------------------------------------
 
     def stats(self) -> StoreStats:
-        data_file = self._env.path / "data.mdb"
+        page = self._env.page_size()
+        entries: dict[str, int] = {}
+        db_bytes: dict[str, int] = {}
         with self._env.read() as txn:
-            entries = {name.decode(): int(txn.stat(db)["entries"]) for name, db in self._db.items()}
-            tip_height, _ = _read_tip(txn, self._db[DB_META])
+            for name, db in self._db.items():
+                st = txn.stat(db)
+                entries[name.decode()] = st["entries"]
+                pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+                db_bytes[name.decode()] = pages * page
+            tip_height, _ = read_tip(txn, self._db[DB_META])
         info = self._env.info()
-        st = data_file.stat()
+        file = (self._env.path / "data.mdb").stat()
         return StoreStats(
             entries=entries,
-            bytes_on_disk=st.st_blocks * 512,
-            file_size=st.st_size,
-            used_bytes=(info["last_pgno"] + 1) * self._env.page_size(),
+            db_bytes=db_bytes,
+            bytes_on_disk=file.st_blocks * 512,
+            file_size=file.st_size,
+            used_bytes=(info["last_pgno"] + 1) * page,
             map_size=info["map_size"],
             tip_height=tip_height,
         )
-
-
-def _claim_identity(env: Environment, txn: WriteTxn, chain_id: str, genesis: bytes) -> None:
-    meta = env.dbs[DB_META]
-    stored_chain = txn.get(META_CHAIN_ID, db=meta)
-    if stored_chain is None:
-        if txn.stat(env.dbs[DB_BLOCKS])["entries"]:
-            raise StoreCorruptError(f"the ledger store at {env.path} has blocks but no identity")
-        txn.put(META_CHAIN_ID, chain_id.encode(), db=meta)
-        txn.put(META_GENESIS, genesis, db=meta)
-        txn.put(META_FORMAT, U32.pack(FORMAT_VERSION), db=meta)
-        txn.put(META_TIP, TIP.pack(0, GENESIS_PARENT), db=meta)
-        return
-    stored_genesis = txn.get(META_GENESIS, db=meta) or b""
-    if stored_chain != chain_id.encode() or stored_genesis != genesis:
-        raise StoreError(
-            f"this data directory belongs to chain {stored_chain.decode(errors='replace')} "
-            f"(genesis {stored_genesis.hex()[:16]}...), not {chain_id} "
-            f"(genesis {genesis.hex()[:16]}...)"
-        )
-    version = txn.get(META_FORMAT, db=meta)
-    if version is None or U32.unpack(version)[0] != FORMAT_VERSION:
-        found = "none" if version is None else U32.unpack(version)[0]
-        raise StoreError(
-            f"the ledger store at {env.path} has format version {found}, "
-            f"this build reads version {FORMAT_VERSION}"
-        )
-
-
-def _read_tip(txn: ReadTxn | WriteTxn, meta: Database) -> tuple[int, bytes]:
-    value = txn.get(META_TIP, db=meta)
-    if value is None or len(value) != TIP.size:
-        raise StoreCorruptError("the ledger store has no valid tip record")
-    height, block_hash = TIP.unpack(value)
-    return int(height), bytes(block_hash)
-
-
-def _entities_of(entry: TxIndex, height: int, index: int) -> list[bytes]:
-    # Link endpoints are posted too: a link concerns both entities, and links_of
-    # finds a link through its endpoints' postings.
-    keys = dict.fromkeys(entry.entities)
-    for link in entry.links:
-        keys[link.a] = None
-        keys[link.b] = None
-    for key in keys:
-        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_ENTITY_KEY:
-            raise BlockRejectedError(
-                f"block {height}: tx {index} has an entity key that is not 1 to "
-                f"{MAX_ENTITY_KEY} bytes"
-            )
-    return list(keys)
-
-
-def _link_fields(link: Link) -> tuple[bytes, bytes, bytes]:
-    return link.a, link.b, link.relation
 
 
 def _link_records(entity: bytes, value: memoryview, height: int, index: int) -> list[LinkRecord]:
@@ -608,13 +445,6 @@ def _seek_postings(cursor: ReadCursor, entity_key: bytes, after: tuple[int, int]
 def _unpack_loc(value: bytes | memoryview) -> tuple[int, int]:
     height, index = LOC.unpack(value)
     return int(height), int(index)
-
-
-def _append_records(txn: WriteTxn, db: Database, records: Sequence[bytes]) -> None:
-    cursor = txn.cursor(db)
-    start = U64.unpack(cursor.key())[0] + 1 if cursor.last() else 0
-    items = [(U64.pack(start + i), bytes(record)) for i, record in enumerate(records)]
-    cursor.putmulti(items, append=True)
 
 
 def _decode(cls: type[T], data: bytes, what: str) -> T:

@@ -52,6 +52,8 @@ _DAMAGE = (
     lmdb.VersionMismatchError,
     lmdb.IncompatibleError,
     lmdb.BadDbiError,
+    # A transaction LMDB failed inside (it found a bad page) refuses further use.
+    lmdb.BadTxnError,
 )
 
 
@@ -178,13 +180,37 @@ class Environment:
             raise _translate(path, "open", exc) from None
         self.dbs: dict[bytes, Database] = {}
         try:
+            used = self._check_not_truncated()
             if readonly:
                 self._open_existing_dbs(specs)
             else:
+                self._leave_headroom(used)
                 self.write(lambda txn: self._create_dbs(txn, specs))
         except BaseException:
             self._env.close()
             raise
+
+    def _check_not_truncated(self) -> int:
+        """The bytes the committed pages span (after checking the file holds them)."""
+        # LMDB trusts the meta page: a data file shorter than the pages it lists (a
+        # copy cut short, a bad restore) makes the first touch of a missing page a
+        # SIGBUS inside LMDB, which no Python code can catch.
+        needed = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+        size = (self.path / "data.mdb").stat().st_size
+        if size < needed:
+            raise StoreCorruptError(
+                f"the ledger store at {self.path} is damaged (its data file is truncated: "
+                f"{size} bytes, its pages need {needed}); restore it from a backup or "
+                "resynchronise it from the other members"
+            )
+        return needed
+
+    def _leave_headroom(self, used: int) -> None:
+        # LMDB raises a map smaller than the data to exactly the data's size, so a
+        # reopened store would be full at its first write: start with room to grow.
+        current = self.map_size()
+        if current < 2 * used:
+            self._set_map_size(min(max(2 * used, current), self._max_map_size))
 
     def _create_dbs(self, txn: WriteTxn, specs: tuple[DbSpec, ...]) -> None:
         for spec in specs:

@@ -136,6 +136,8 @@ def nonce_key(member: str, nonce: int) -> bytes:
     name = member.encode()
     if not 0 < len(name) <= MAX_MEMBER_NAME:
         raise ValueError(f"member name must be 1 to {MAX_MEMBER_NAME} bytes of UTF-8")
+    if not 0 <= nonce < 2**64:
+        raise ValueError("a nonce is an unsigned 64-bit integer")
     return bytes((len(name),)) + name + U64.pack(nonce)
 
 

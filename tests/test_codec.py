@@ -870,9 +870,9 @@ def test_huge_length_prefixes_are_rejected(header: bytes) -> None:
 
 @pytest.mark.parametrize("depth", [2_000, 100_000])
 def test_deeply_nested_arrays_are_rejected(depth: int) -> None:
-    with pytest.raises(DecodeError, match=r"nested too deeply|StackError"):
+    with pytest.raises(DecodeError, match="nested too deeply"):
         decode_message(b"\x91" * depth + b"\x00")
-    with pytest.raises(DecodeError, match=r"nested too deeply|StackError"):
+    with pytest.raises(DecodeError, match="nested too deeply"):
         decode_message(nvr(view=b"\x91" * depth + b"\x02"))
 
 

@@ -1,0 +1,168 @@
+"""A whole consortium in one process: n runtimes over an in-memory transport, each with
+its own LMDB directory. For tests, demos and benchmarks; nodes can be stopped and
+restarted from their directories mid-run."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from consensus.crypto import Signer, hash_bytes
+from consensus.params import Params
+from net.transport import MemoryHub, Transport
+from node.application import Application
+from node.genesis import Genesis, GenesisConsensus, Member, assemble_genesis
+from node.mempool import Mempool
+from node.runtime import NodeRuntime
+from node.store import LedgerStore
+
+INSTITUTIONS = ("police", "bank", "telecom", "bank", "telecom", "utility")
+ALL_ROLES = ("reporter", "investigator", "approver", "auditor")
+PARTNER_ROLES = ("reporter", "approver")
+
+
+def local_signer(chain_id: str, index: int) -> Signer:
+    """Deterministic keys for local consortia only; real members use ``crosstrace init``."""
+    return Signer(hash_bytes("local-key", f"{chain_id}/{index}".encode()))
+
+
+def local_genesis(
+    n: int,
+    chain_id: str = "local",
+    consensus: GenesisConsensus | None = None,
+    base_port: int = 26600,
+) -> tuple[Genesis, list[Signer]]:
+    signers = [local_signer(chain_id, i) for i in range(n)]
+    members = []
+    for i, signer in enumerate(signers):
+        institution = INSTITUTIONS[i % len(INSTITUTIONS)]
+        members.append(
+            Member(
+                name=f"{institution}-{i}",
+                institution=institution,
+                roles=ALL_ROLES if institution == "police" else PARTNER_ROLES,
+                public_key=signer.public_key,
+                address=f"127.0.0.1:{base_port + i}",
+            )
+        )
+    genesis = assemble_genesis(
+        chain_id,
+        members,
+        case_approvals=min(3, n),
+        params=consensus or GenesisConsensus(),
+        genesis_time="2026-01-01T00:00:00Z",
+    )
+    return genesis, signers
+
+
+def consensus_params(genesis: Genesis) -> Params:
+    g = genesis.consensus
+    return Params(
+        checkpoint_interval=g.checkpoint_interval,
+        window=g.window,
+        max_batch_txs=g.max_batch_txs,
+        batch_delay_ms=g.batch_delay_ms,
+        view_timeout_ms=g.view_timeout_ms,
+        heartbeat_ms=g.heartbeat_ms,
+        max_view_timeout_ms=max(60_000, g.view_timeout_ms),
+    )
+
+
+def open_store(path: Path, genesis: Genesis, map_size: int = 64 << 20) -> LedgerStore:
+    return LedgerStore.open(
+        path, chain_id=genesis.chain_id, genesis_hash=genesis.hash(), map_size=map_size
+    )
+
+
+def build_runtime(
+    index: int, genesis: Genesis, signer: Signer, store: LedgerStore, transport: Transport
+) -> NodeRuntime:
+    return NodeRuntime(
+        member=index,
+        signer=signer,
+        membership=genesis.membership(),
+        params=consensus_params(genesis),
+        ledger=store,
+        transport=transport,
+        application=Application(genesis, store),
+        mempool=Mempool(100_000, 256 << 20),
+    )
+
+
+@dataclass
+class _Running:
+    runtime: NodeRuntime
+    store: LedgerStore
+    scope: trio.CancelScope
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class InProcessCluster:
+    def __init__(self, base_dir: Path, genesis: Genesis, signers: Sequence[Signer]) -> None:
+        self.base_dir = base_dir
+        self.genesis = genesis
+        self.signers = list(signers)
+        self.n = len(signers)
+        self.hub = MemoryHub(self.n)
+        self.nodes: dict[int, _Running] = {}
+        self._nonces = itertools.count(1)
+
+    def data_dir(self, index: int) -> Path:
+        return self.base_dir / f"node{index}"
+
+    async def start(self, nursery: trio.Nursery, indexes: Sequence[int] | None = None) -> None:
+        for i in range(self.n) if indexes is None else indexes:
+            await self.start_node(nursery, i)
+
+    async def start_node(self, nursery: trio.Nursery, index: int) -> NodeRuntime:
+        if index in self.nodes:
+            raise RuntimeError(f"node {index} is already running")
+        store = open_store(self.data_dir(index), self.genesis)
+        runtime = build_runtime(
+            index, self.genesis, self.signers[index], store, self.hub.attach(index)
+        )
+        scope = trio.CancelScope()
+        running = _Running(runtime, store, scope)
+        self.nodes[index] = running
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await runtime.run(task_status=task_status)
+            finally:
+                running.done.set()
+
+        await nursery.start(run)
+        return runtime
+
+    async def stop_node(self, index: int) -> None:
+        """Like a crash of the process: whatever was fsynced survives, nothing else."""
+        running = self.nodes.pop(index)
+        running.scope.cancel()
+        await running.done.wait()
+        self.hub.detach(index)
+        running.store.close()
+
+    async def stop(self) -> None:
+        for index in list(self.nodes):
+            await self.stop_node(index)
+
+    def runtime(self, index: int) -> NodeRuntime:
+        return self.nodes[index].runtime
+
+    def store(self, index: int) -> LedgerStore:
+        return self.nodes[index].store
+
+    def member_name(self, index: int) -> str:
+        return self.genesis.members[index].name
+
+    def next_nonce(self) -> int:
+        return next(self._nonces)
+
+    async def wait_height(self, height: int, indexes: Sequence[int] | None = None) -> None:
+        for i in range(self.n) if indexes is None else indexes:
+            await self.nodes[i].runtime.wait_height(height)

@@ -1,0 +1,198 @@
+"""The node runtime driving real replicas, stores and an in-memory transport."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from consensus.codec import encode_value
+from consensus.messages import Commit, Prepare, Proposal
+from net.wire import Frame
+from node.cluster import InProcessCluster, local_genesis
+from node.genesis import GenesisConsensus
+from node.pseudonym import entity_ref
+from node.transactions import encode_tx, make_tx
+from node.tx_kinds import Report
+from node.verify_ledger import verify_ledger
+
+PSEUDONYM_KEY = bytes(range(32))
+FAST = GenesisConsensus(
+    checkpoint_interval=5, window=10, max_batch_txs=500, batch_delay_ms=5, view_timeout_ms=800,
+    heartbeat_ms=200,
+)
+NOW = 1_790_000_000_000
+
+
+def report_tx(cluster: InProcessCluster, member: int, i: int, now_ms: int) -> bytes:
+    phone = f"+86 138 {i // 10000 % 10000:04d} {i % 10000:04d}"
+    body = Report(
+        subject=entity_ref(PSEUDONYM_KEY, "phone", phone),
+        category="fraud_call",
+        attributes=(),
+        case_id=None,
+        observed_ms=now_ms - 1000,
+        details_commitment=None,
+    )
+    tx = make_tx(
+        cluster.signers[member],
+        cluster.genesis.chain_id,
+        cluster.member_name(member),
+        "report",
+        body,
+        cluster.next_nonce(),
+        now_ms,
+    )
+    return encode_tx(tx)
+
+
+def make_cluster(tmp_path: Path, n: int = 4) -> InProcessCluster:
+    genesis, signers = local_genesis(n, consensus=FAST)
+    return InProcessCluster(tmp_path, genesis, signers)
+
+
+def ledger_bytes(cluster: InProcessCluster, index: int) -> list[bytes]:
+    """The stored block bytes. Certificates are left out on purpose: each node keeps
+    the quorum of COMMITs it happened to collect, equally valid but not identical."""
+    store = cluster.store(index)
+    height, _ = store.tip()
+    return [encode_value(block) for block, _cert in store.blocks_range(1, height)]
+
+
+async def submit_all(cluster: InProcessCluster, txs: list[bytes], via: int = 0) -> list[bytes]:
+    ids = []
+    runtime = cluster.runtime(via)
+    for tx in txs:
+        result = await runtime.submit(tx)
+        assert result.accepted, result
+        ids.append(result.tx_id)
+    return ids
+
+
+@pytest.mark.timeout(240)
+async def test_four_nodes_commit_ten_thousand_transactions_identically(tmp_path: Path) -> None:
+    import time
+
+    cluster = make_cluster(tmp_path)
+    now = int(time.time() * 1000)
+    txs = [report_tx(cluster, i % 4, i, now) for i in range(10_000)]
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            ids: list[bytes] = []
+            for member in range(4):  # every member submits its own, through its node
+                ids += await submit_all(cluster, txs[member::4], via=member)
+            for i in range(4):
+                for tx_id in ids[-50:]:
+                    await cluster.runtime(i).wait_committed(tx_id)
+            heights = {cluster.store(i).tip()[0] for i in range(4)}
+            await cluster.wait_height(max(heights))
+            ledgers = [ledger_bytes(cluster, i) for i in range(4)]
+            assert ledgers[0] and all(ledger == ledgers[0] for ledger in ledgers)
+            for i in range(4):
+                store = cluster.store(i)
+                assert all(store.tx_location(t) is not None for t in ids)
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
+    for i in range(4):
+        report = verify_ledger(cluster.data_dir(i), cluster.genesis.membership())
+        assert report.ok, report
+
+
+class RecordingTransport:
+    """Wraps a transport and remembers every vote the node signed and sent."""
+
+    def __init__(self, inner: object, votes: dict[tuple[str, int, int], set[bytes]]) -> None:
+        self.inner = inner
+        self.votes = votes
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def send_nowait(self, to: int, frame: Frame) -> None:
+        vote = None
+        if isinstance(frame, Proposal):
+            vote = frame.pre_prepare
+        elif isinstance(frame, Prepare | Commit):
+            vote = frame
+        if vote is not None:
+            self.votes.setdefault((vote.KIND, vote.view, vote.seq), set()).add(vote.digest)
+        self.inner.send_nowait(to, frame)  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(240)
+async def test_a_restarted_node_catches_up_and_never_signs_a_conflicting_vote(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    cluster = make_cluster(tmp_path)
+    votes: dict[tuple[str, int, int], set[bytes]] = {}
+    attach = cluster.hub.attach
+
+    def recording_attach(me: int):  # type: ignore[no-untyped-def]
+        transport = attach(me)
+        return RecordingTransport(transport, votes) if me == 2 else transport
+
+    cluster.hub.attach = recording_attach  # type: ignore[method-assign]
+    now = int(time.time() * 1000)
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            first = await submit_all(cluster, [report_tx(cluster, 0, i, now) for i in range(300)])
+            await cluster.runtime(2).wait_committed(first[-1])
+            await cluster.stop_node(2)  # mid-run: more work happens while it is down
+            more = await submit_all(
+                cluster, [report_tx(cluster, 1, 1000 + i, now) for i in range(600)]
+            )
+            for i in (0, 1, 3):
+                await cluster.runtime(i).wait_committed(more[-1])
+            await cluster.start_node(nursery, 2)
+            tip = cluster.store(0).tip()[0]
+            await cluster.runtime(2).wait_height(tip)
+            final = await submit_all(
+                cluster, [report_tx(cluster, 3, 5000 + i, now) for i in range(200)]
+            )
+            await cluster.runtime(2).wait_committed(final[-1])
+            tip = max(cluster.store(i).tip()[0] for i in range(4))
+            await cluster.wait_height(tip)
+            assert ledger_bytes(cluster, 2) == ledger_bytes(cluster, 0)
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
+    conflicting = {key: ds for key, ds in votes.items() if len(ds) > 1}
+    assert votes and not conflicting
+
+
+async def test_bad_transactions_get_a_specific_error_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    cluster = make_cluster(tmp_path)
+    now = int(time.time() * 1000)
+    good = report_tx(cluster, 1, 1, now)
+    forged = bytearray(good)
+    forged[-1] ^= 1
+    stale = report_tx(cluster, 1, 2, now - 3_600_000)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            runtime = cluster.runtime(0)
+            results = [
+                await runtime.submit(bytes(forged)),
+                await runtime.submit(b"\x93\x01\x02"),
+                await runtime.submit(stale),
+            ]
+            codes = [r.code for r in results]
+            assert codes == ["bad_signature", "malformed", "clock_skew"]
+            assert all(not r.accepted and r.message for r in results)
+            ok = await runtime.submit(good)
+            assert ok.accepted
+            replay = await runtime.submit(good)
+            assert replay.code in {"duplicate", "replay"}
+            await runtime.wait_committed(ok.tx_id)
+            assert cluster.store(0).tip()[0] == 1
+            assert len(cluster.runtime(0).mempool) == 0
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
