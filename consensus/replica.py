@@ -229,10 +229,11 @@ class Replica:
 
     def _on_start(self) -> None:
         self._set_timer(Timer.HEARTBEAT, self.p.heartbeat_ms)
-        if not self.view_active:
-            if self.own_view_change is not None and self.own_view_change.new_view == self.view:
-                self.view_changes.setdefault(self.view, {})[self.me] = self.own_view_change
-                self._broadcast(self.own_view_change)
+        vc = self.own_view_change
+        if not self.view_active and vc is not None and vc.new_view == self.view:
+            # Restarted in the middle of a view change: ask again for the same view.
+            self.view_changes.setdefault(self.view, {})[self.me] = vc
+            self._broadcast(vc)
 
     def _on_message(self, peer: int, message: Message) -> None:
         match message:

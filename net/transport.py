@@ -76,7 +76,9 @@ class MemoryHub:
     def heal(self) -> None:
         self.partitioned.clear()
 
-    def deliver(self, src: int, dst: int, data: bytes, droppable: bool, stats: TransportStats) -> None:
+    def deliver(
+        self, src: int, dst: int, data: bytes, droppable: bool, stats: TransportStats
+    ) -> None:
         inbox = self._inboxes.get(dst)
         if inbox is None or frozenset((src, dst)) in self.partitioned:
             stats.undeliverable += 1

@@ -30,7 +30,8 @@ from node.transactions import (
     tx_id,
     validate_tx,
 )
-from node.tx_kinds import Access, Case, Link as LinkBody, Report
+from node.tx_kinds import Access, Case, Report
+from node.tx_kinds import Link as LinkBody
 
 _TYPE_CODES = {t.value: i + 1 for i, t in enumerate(EntityType)}
 # Nonces admitted but not yet committed, per node; a bound keeps memory flat under a
@@ -83,7 +84,23 @@ class Application:
     def admit(self, tx_bytes: bytes, now_ms: int) -> ValidatedTx:
         """Everything a member checks before it accepts a transaction; ``TxRejected``
         with a stable code and a precise message otherwise."""
-        validated = validate_tx(tx_bytes, self._context(now_ms))
+        return self.accept(validate_tx(tx_bytes, self._context(now_ms)))
+
+    def check_batch(self, txs: list[bytes], now_ms: int) -> list[ValidatedTx | TxRejected]:
+        """The stateless part of admission (decode, signature, member, role, clock,
+        committed nonces) for many transactions. It touches no state of this object, so
+        the runtime runs it in a worker thread; ``accept`` then finishes on the loop."""
+        ctx = self._context(now_ms)
+        out: list[ValidatedTx | TxRejected] = []
+        for tx_bytes in txs:
+            try:
+                out.append(validate_tx(tx_bytes, ctx))
+            except TxRejected as exc:
+                out.append(exc)
+        return out
+
+    def accept(self, validated: ValidatedTx) -> ValidatedTx:
+        """The stateful end of admission: a nonce already pending is a replay."""
         key = (validated.tx.member, validated.tx.nonce)
         held = self._pending.get(key)
         if held is not None and held != validated.tx_id:

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from consensus.blocks import Block, Certificate
 from consensus.codec import DecodeError, decode_value
+from consensus.crypto import DIGEST_SIZE
 from node.store_env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
@@ -48,6 +49,8 @@ from node.store_layout import (
     LOC,
     LOC_SIZE,
     MAX_ENTITY_KEY,
+    MAX_HEIGHT,
+    MAX_TX_INDEX,
     META_CHAIN_ID,
     META_CHECKPOINT,
     META_GENESIS,
@@ -160,7 +163,7 @@ class LedgerStore:
                 genesis = txn.get(META_GENESIS, db=env.dbs[DB_META])
                 if chain is None or genesis is None:
                     raise StoreCorruptError(f"{path} is not an initialised ledger store")
-                return cls(env, bytes(chain).decode(), bytes(genesis))
+                return cls(env, bytes(chain).decode(errors="replace"), bytes(genesis))
         except BaseException:
             env.close()
             raise
@@ -199,6 +202,8 @@ class LedgerStore:
             return read_tip(txn, self._db[DB_META])
 
     def block_bytes(self, height: int) -> bytes | None:
+        if not _is_height(height):
+            return None
         with self._env.read() as txn:
             data = txn.get(height_key(height), db=self._db[DB_BLOCKS])
             return None if data is None else bytes(data)
@@ -208,6 +213,8 @@ class LedgerStore:
         return None if data is None else _decode(Block, data, f"block {height}")
 
     def height_of(self, block_hash: bytes) -> int | None:
+        if len(block_hash) != DIGEST_SIZE:
+            return None
         with self._env.read() as txn:
             value = txn.get(block_hash, db=self._db[DB_HASHES])
             return None if value is None else int(U64.unpack(value)[0])
@@ -217,6 +224,8 @@ class LedgerStore:
         return None if height is None else self.block(height)
 
     def certificate(self, height: int) -> Certificate | None:
+        if not _is_height(height):
+            return None
         with self._env.read() as txn:
             value = txn.get(height_key(height), db=self._db[DB_CERTS])
             data = None if value is None else bytes(value)
@@ -233,7 +242,8 @@ class LedgerStore:
         with self._env.read() as txn:
             blocks = txn.cursor(self._db[DB_BLOCKS])
             certs = self._db[DB_CERTS]
-            if start > end or not blocks.set_key(height_key(max(start, 1))):
+            start, end = max(start, 1), min(end, MAX_HEIGHT)
+            if start > end or not blocks.set_key(height_key(start)):
                 return out
             for key, data in blocks:
                 if U64.unpack(key)[0] > end:
@@ -259,12 +269,16 @@ class LedgerStore:
     # -- reading transactions and indexes --------------------------------------------
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        if len(tx_id) != DIGEST_SIZE:
+            return None
         with self._env.read() as txn:
             value = txn.get(tx_id, db=self._db[DB_TXS])
             return None if value is None else _unpack_loc(value)
 
     def tx(self, tx_id: bytes) -> bytes | None:
         """The bytes of a committed transaction, or None if it is not in the ledger."""
+        if len(tx_id) != DIGEST_SIZE:
+            return None
         with self._env.read() as txn:
             value = txn.get(tx_id, db=self._db[DB_TXS])
             if value is None:
@@ -287,6 +301,8 @@ class LedgerStore:
             return out
 
     def _tx_at(self, txn: ReadTxn, height: int, index: int) -> bytes | None:
+        if not _is_height(height):
+            return None
         key = height_key(height)
         data = txn.get(key, db=self._db[DB_BLOCKS])
         table = txn.get(key, db=self._db[DB_TXPOS])
@@ -430,16 +446,23 @@ def _link_records(entity: bytes, value: memoryview, height: int, index: int) -> 
     return out
 
 
+def _is_height(height: int) -> bool:
+    return 0 <= height <= MAX_HEIGHT
+
+
 def _seek_postings(cursor: ReadCursor, entity_key: bytes, after: tuple[int, int] | None) -> bool:
     """Position on the entity's first posting after ``after``; False if there is none."""
     if after is None:
         return bool(cursor.set_key(entity_key))
-    start = loc_key(*after)
-    if not cursor.set_range_dup(entity_key, start):
+    # The first location that sorts after ``after``, kept inside the key's value range.
+    height, index = after[0], after[1] + 1
+    if height < 0:
+        height, index = 0, 0
+    if index > MAX_TX_INDEX:
+        height, index = height + 1, 0
+    if height > MAX_HEIGHT:
         return False
-    if bytes(cursor.value()) == start:
-        return bool(cursor.next_dup())
-    return True
+    return bool(cursor.set_range_dup(entity_key, loc_key(height, max(index, 0))))
 
 
 def _unpack_loc(value: bytes | memoryview) -> tuple[int, int]:

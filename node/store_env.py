@@ -141,7 +141,6 @@ class Environment:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         sync: bool = True,
         readonly: bool = False,
-        readahead: bool = False,
     ) -> None:
         self.path = path
         self.readonly = readonly
@@ -165,10 +164,8 @@ class Environment:
                 readonly=readonly,
                 sync=sync,
                 metasync=True,
-                # No readahead: index lookups are random, and readahead fills the
-                # page cache with large folios that a later 4 KiB page write then
-                # dirties whole, multiplying what every commit must fsync.
-                readahead=readahead,
+                # Not writemap: with a writable map a full disk is a SIGBUS when the
+                # dirty page is touched, instead of an error from write().
                 writemap=False,
                 max_dbs=MAX_DBS,
                 max_readers=MAX_READERS,
@@ -230,6 +227,15 @@ class Environment:
                 ) from None
             except lmdb.Error as exc:
                 raise _translate(self.path, "open", exc) from None
+
+    def add_db(self, spec: DbSpec) -> Database:
+        """Open (creating it if need be) another named database in this environment,
+        for a sibling store: LMDB allows one environment per file and process."""
+        if self.readonly:
+            self._open_existing_dbs((spec,))
+        else:
+            self.write(lambda txn: self._create_dbs(txn, (spec,)))
+        return self.dbs[spec.name]
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -72,6 +72,9 @@ class VerifyProgress:
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """``tip_height`` is the tip the store claims (or reached, for a live store);
+    ``blocks_checked`` the blocks that passed, from height 1, before any fault."""
+
     chain_id: str | None
     tip_height: int
     blocks_checked: int
@@ -93,37 +96,49 @@ Progress = Callable[[VerifyProgress], None]
 
 
 def verify_ledger(
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | LedgerStore,
     membership: Membership,
     *,
     progress: Progress | None = None,
     structural: bool = True,
 ) -> VerifyReport:
-    """Verify the store in ``path`` against ``membership``; never raises for a bad store."""
+    """Verify a store against ``membership``; a bad store is a report, never an error.
+
+    ``source`` is a data directory, or a store this process already has open (LMDB
+    allows one open environment per file and process, so a node verifies its own
+    store that way). The structural pass reads the file itself, so it runs only for a
+    directory, and is meaningful only if no process is writing to it.
+    """
     report = _progress_sink(progress)
+    if isinstance(source, LedgerStore):
+        return _verify(source, membership, report)
     if structural:
         report(VerifyProgress("structure", 0, 1))
-        problem = _structure_problem(Path(path))
+        problem = _structure_problem(Path(source))
         if problem is not None:
             return VerifyReport(None, 0, 0, 0, VerifyFault(None, problem))
         report(VerifyProgress("structure", 1, 1))
     try:
-        store = LedgerStore.open_existing(path)
+        store = LedgerStore.open_existing(source)
     except StoreError as exc:
         return VerifyReport(None, 0, 0, 0, VerifyFault(None, str(exc)))
     with store:
-        checker = _Checker(store.environment, membership, report)
-        try:
-            if store.chain_id != membership.chain_id:
-                raise _Fault(
-                    None, f"the store is for chain {store.chain_id!r}, not {membership.chain_id!r}"
-                )
-            checker.run()
-        except _Fault as exc:
-            return checker.report(store.chain_id, exc.fault)
-        except StoreError as exc:
-            return checker.report(store.chain_id, VerifyFault(checker.height, str(exc)))
-        return checker.report(store.chain_id, None)
+        return _verify(store, membership, report)
+
+
+def _verify(store: LedgerStore, membership: Membership, report: Progress) -> VerifyReport:
+    checker = _Checker(store.environment, membership, report)
+    try:
+        if store.chain_id != membership.chain_id:
+            raise _Fault(
+                None, f"the store is for chain {store.chain_id!r}, not {membership.chain_id!r}"
+            )
+        checker.run()
+    except _Fault as exc:
+        return checker.report(store.chain_id, exc.fault)
+    except StoreError as exc:
+        return checker.report(store.chain_id, VerifyFault(checker.height, str(exc)))
+    return checker.report(store.chain_id, None)
 
 
 def _progress_sink(progress: Progress | None) -> Progress:
@@ -150,23 +165,26 @@ class _Checker:
         self.membership = membership
         self.progress = report
         self.height: int | None = None  # the block being checked, for unexpected errors
-        self.tip = 0
+        self.tip = 0  # the last block that passed
+        self.claimed_tip = 0
+        self.live_tip = 0  # the tip as the current read transaction sees it
         self.tip_hash = GENESIS_PARENT
         self.tx_counts = array("I", [0])  # tx_counts[h]: transactions in block h
         self.txs_checked = 0
         self.first_occurrences = 0
 
     def report(self, chain_id: str, fault: VerifyFault | None) -> VerifyReport:
-        return VerifyReport(chain_id, self.tip, self.tip, self.txs_checked, fault)
+        tip = max(self.tip, self.claimed_tip)
+        return VerifyReport(chain_id, tip, self.tip, self.txs_checked, fault)
 
     def run(self) -> None:
         with self.env.read() as txn:
-            target, _ = _tip(txn, self.db[DB_META])
+            self.claimed_tip, _ = _tip(txn, self.db[DB_META])
         while True:
             with self.env.read() as txn:
                 more = self._check_blocks(txn, self.tip + 1, self.tip + CHUNK_BLOCKS)
                 finished = not more and self._check_tip(txn)
-            self.progress(VerifyProgress("blocks", self.tip, max(target, self.tip)))
+            self.progress(VerifyProgress("blocks", self.tip, max(self.claimed_tip, self.tip)))
             if finished:
                 break
         self.height = None
@@ -283,6 +301,8 @@ class _Checker:
     # -- secondary indexes ----------------------------------------------------------
 
     def _valid_loc(self, height: int, index: int) -> bool:
+        if self.tip < height <= self.live_tip:
+            return True  # in a block a live node committed after the block pass
         return 1 <= height <= self.tip and index < self.tx_counts[height]
 
     def _scan(
@@ -297,6 +317,7 @@ class _Checker:
         last: tuple[bytes, bytes] | None = None
         while True:
             with self.env.read() as txn:
+                self.live_tip = _tip(txn, self.db[DB_META])[0]
                 cursor = txn.cursor(db)
                 if last is None:
                     more = cursor.first()

@@ -8,8 +8,12 @@ printing each committed height, so the parent knows what was acknowledged.
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import lmdb
 
 from consensus.blocks import (
     GENESIS_PARENT,
@@ -82,6 +86,40 @@ def chain(
         out.append((block, cert, index_for(block)))
         parent = block.hash()
     return out
+
+
+def open_store(path: Path, **kwargs: int) -> LedgerStore:
+    return LedgerStore.open(path, chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH, **kwargs)
+
+
+def fill(
+    store: LedgerStore, count: int, per_block: int = 5, **kwargs: int
+) -> list[tuple[Block, Certificate, BlockIndex]]:
+    blocks = chain(count, per_block, start=store.tip(), **kwargs)
+    store.append_blocks(blocks)
+    return blocks
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that can import this module."""
+    prelude = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def tamper(path: Path, db: bytes, key: bytes, value: bytes | None, **flags: bool) -> None:
+    """Overwrite (or delete, for None) one record behind the store's back."""
+    env = lmdb.open(str(path), max_dbs=16)
+    try:
+        handle = env.open_db(db, **flags)
+        with env.begin(write=True) as txn:
+            if value is None:
+                txn.delete(key, db=handle)
+            else:
+                txn.put(key, value, db=handle)
+    finally:
+        env.close()
 
 
 def crash_child(path: str, seed: int) -> None:

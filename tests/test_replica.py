@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from replica_harness import CHAIN, PARAMS, Harness
 
@@ -69,7 +71,7 @@ def test_blocks_chain_by_parent_hash_and_pipelining_keeps_order() -> None:
     h.deliver()
     assert h.heights() == [3, 3, 3, 3]
     blocks = [b for b, _ in h.ledgers[1]]
-    for parent, child in zip(blocks, blocks[1:], strict=False):
+    for parent, child in itertools.pairwise(blocks):
         assert child.header.parent_hash == parent.hash()
     assert [tx for b in blocks for tx in b.txs] == [f"tx-{i}".encode() for i in range(9)]
 

@@ -19,7 +19,11 @@ from node.verify_ledger import verify_ledger
 
 PSEUDONYM_KEY = bytes(range(32))
 FAST = GenesisConsensus(
-    checkpoint_interval=5, window=10, max_batch_txs=500, batch_delay_ms=5, view_timeout_ms=800,
+    checkpoint_interval=5,
+    window=10,
+    max_batch_txs=500,
+    batch_delay_ms=5,
+    view_timeout_ms=800,
     heartbeat_ms=200,
 )
 NOW = 1_790_000_000_000
@@ -63,10 +67,10 @@ def ledger_bytes(cluster: InProcessCluster, index: int) -> list[bytes]:
 async def submit_all(cluster: InProcessCluster, txs: list[bytes], via: int = 0) -> list[bytes]:
     ids = []
     runtime = cluster.runtime(via)
-    for tx in txs:
-        result = await runtime.submit(tx)
-        assert result.accepted, result
-        ids.append(result.tx_id)
+    for start in range(0, len(txs), 500):
+        for result in await runtime.submit_batch(txs[start : start + 500]):
+            assert result.accepted, result
+            ids.append(result.tx_id)
     return ids
 
 

@@ -13,6 +13,7 @@ from consensus.simulator import Byzantine, Crash, FaultPlan, Partition, random_p
 from consensus.simulator.plan import BYZANTINE_KINDS
 from consensus.simulator.report import summary
 
+
 def schedule_settings(examples: int) -> settings:
     return settings(
         max_examples=examples,
@@ -41,7 +42,9 @@ def fault_plans(draw: st.DrawFn, n: int) -> FaultPlan:
         partitions.append(Partition(t, t + length, (tuple(sorted(side)), rest)))
         t += length + draw(st.integers(0, 1000))
     crashes = tuple(
-        Crash(draw(st.sampled_from(honest)), draw(st.integers(0, 3000)), draw(st.integers(20, 2000)))
+        Crash(
+            draw(st.sampled_from(honest)), draw(st.integers(0, 3000)), draw(st.integers(20, 2000))
+        )
         for _ in range(draw(st.integers(0, 2)))
     )
     return FaultPlan(

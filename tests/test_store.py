@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
 
-import lmdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +16,10 @@ from store_helpers import (
     certify,
     chain,
     entity,
+    fill,
     make_block,
+    open_store,
+    tamper,
 )
 
 from consensus.blocks import GENESIS_PARENT, Block, Certificate
@@ -36,33 +36,15 @@ from node.store import (
     TxIndex,
     tx_id,
 )
+from node.store_env import DbSpec
 from node.store_layout import LOC, TIP, encode_block, height_key, tx_slice
 from node.verify_ledger import VerifyProgress, verify_ledger
-
-HELPERS = Path(__file__).with_name("store_helpers.py")
-
-
-def open_store(path: Path, **kwargs: int) -> LedgerStore:
-    return LedgerStore.open(path, chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH, **kwargs)
 
 
 @pytest.fixture
 def store(tmp_path: Path):
     with open_store(tmp_path / "ledger") as s:
         yield s
-
-
-def fill(store: LedgerStore, count: int, per_block: int = 5, **kwargs: int):
-    blocks = chain(count, per_block, start=store.tip(), **kwargs)
-    store.append_blocks(blocks)
-    return blocks
-
-
-def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    prelude = f"import sys; sys.path.insert(0, {str(HELPERS.parent)!r})\n"
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code, *args], capture_output=True, text=True, timeout=60
-    )
 
 
 # -- writing and reading back ---------------------------------------------------------
@@ -144,6 +126,13 @@ def test_entity_postings_in_ledger_order_with_paging(store: LedgerStore) -> None
             # A position that is not a posting of its own starts at the next one.
             h, i = expected[0]
             assert store.entity_txs(key, after=(h - 1, 99))[0] == (h, i)
+    key = entity(1)
+    assert store.entity_txs(key, after=(-5, 0)) == store.entity_txs(key)
+    assert store.entity_txs(key, after=(0, 2**40)) == store.entity_txs(key)
+    assert store.entity_txs(key, after=(2**64, 0)) == []
+    assert store.block(-1) is None and store.certificate(2**64) is None
+    assert store.tx_at(-1, 0) is None and store.tx(b"") is None and store.height_of(b"x") is None
+    assert store.blocks_range(-3, 2**70)[-1][0].header.height == 6
     assert store.entity_txs(b"\x01" + bytes(32)) == []
     assert store.entity_txs(b"") == [] and store.entity_tx_count(b"x" * 300) == 0
 
@@ -275,31 +264,6 @@ def test_map_at_its_maximum_is_a_clear_error(tmp_path: Path) -> None:
         assert s.tip()[0] == 2
 
 
-def test_full_disk_is_a_store_error_and_leaves_a_consistent_store(tmp_path: Path) -> None:
-    # RLIMIT_FSIZE makes the data file's writes fail as a full disk would.
-    code = """
-import resource, signal
-from store_helpers import CHAIN_ID, GENESIS_HASH, chain
-from node.store import LedgerStore, StoreError
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-s = LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH)
-resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
-try:
-    for _ in range(100):
-        s.append_blocks(chain(1, 20, start=s.tip(), tx_size=1000))
-except StoreError as exc:
-    print("refused:", exc, s.tip()[0])
-"""
-    result = run_python(code, str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("refused: cannot write the ledger store"), result.stdout
-    assert "Traceback" not in result.stderr
-    committed = int(result.stdout.split()[-1])
-    assert committed > 0
-    report = verify_ledger(tmp_path, MEMBERSHIP)
-    assert report.ok and report.tip_height == committed
-
-
 def test_garbage_data_file_is_a_clear_error(tmp_path: Path) -> None:
     with open_store(tmp_path) as s:
         fill(s, 2)
@@ -308,25 +272,6 @@ def test_garbage_data_file_is_a_clear_error(tmp_path: Path) -> None:
         open_store(tmp_path)
     report = verify_ledger(tmp_path, MEMBERSHIP)
     assert not report.ok and report.fault is not None and report.fault.height is None
-
-
-def test_truncated_data_file_is_a_clear_error(tmp_path: Path) -> None:
-    with open_store(tmp_path) as s:
-        fill(s, 30, per_block=20)
-    data = tmp_path / "data.mdb"
-    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    # In a child: were LMDB to touch a page past the end of the file, that is a SIGBUS.
-    code = """
-from store_helpers import CHAIN_ID, GENESIS_HASH
-from node.store import LedgerStore, StoreCorruptError
-try:
-    LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH)
-except StoreCorruptError as exc:
-    print("damaged:", exc)
-"""
-    result = run_python(code, str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert "damaged (its data file is truncated" in result.stdout, result.stdout
 
 
 def test_damaged_pages_are_found_without_trusting_lmdb(tmp_path: Path) -> None:
@@ -356,23 +301,6 @@ def test_damaged_block_bytes_are_found_at_their_height(ledger) -> None:
     report = verify_ledger(path, MEMBERSHIP)
     assert report.fault is not None and report.fault.height == 6
     assert "Merkle root" in report.fault.reason
-
-
-def test_growth_by_another_process_is_adopted(tmp_path: Path) -> None:
-    with open_store(tmp_path, map_size=64 * 1024) as s:
-        fill(s, 1)
-        code = """
-from store_helpers import CHAIN_ID, GENESIS_HASH, chain
-from node.store import LedgerStore
-s = LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH, map_size=65536)
-s.append_blocks(chain(3, 200, start=s.tip(), tx_size=2000))
-print(s.stats().map_size)
-"""
-        result = run_python(code, str(tmp_path))
-        assert result.returncode == 0, result.stderr
-        assert s.tip()[0] == 4 and s.block(4) is not None
-        fill(s, 1)
-        assert s.stats().map_size >= int(result.stdout)
 
 
 def test_closed_and_read_only_stores_refuse_writes(tmp_path: Path) -> None:
@@ -440,19 +368,6 @@ def test_transaction_positions_past_16_and_65536_transactions() -> None:
 # -- verify_ledger -----------------------------------------------------------------------
 
 
-def tamper(path: Path, db: bytes, key: bytes, value: bytes | None, **flags: bool) -> None:
-    env = lmdb.open(str(path), max_dbs=16)
-    try:
-        handle = env.open_db(db, **flags)
-        with env.begin(write=True) as txn:
-            if value is None:
-                txn.delete(key, db=handle)
-            else:
-                txn.put(key, value, db=handle)
-    finally:
-        env.close()
-
-
 @pytest.fixture
 def ledger(tmp_path: Path) -> tuple[Path, list[tuple[Block, Certificate, BlockIndex]]]:
     with open_store(tmp_path) as s:
@@ -468,6 +383,46 @@ def test_verify_passes_a_sound_ledger_and_reports_progress(ledger) -> None:
     assert (report.tip_height, report.blocks_checked, report.txs_checked) == (8, 8, 48)
     assert VerifyProgress("blocks", 8, 8) in seen
     assert {p.phase for p in seen} == {"structure", "blocks", "entities", "links", "nonces"}
+
+
+def test_verify_an_open_store_while_blocks_are_appended(tmp_path: Path) -> None:
+    with open_store(tmp_path) as s:
+        fill(s, 100, per_block=2)
+        more = chain(30, 2, start=s.tip())
+        appended = threading.Semaphore(0)
+
+        def append() -> None:
+            for item in more:
+                s.append_block(*item)
+                appended.release()
+
+        def progress(p: VerifyProgress) -> None:
+            if p == VerifyProgress("blocks", 64, 100):  # between two read transactions
+                for _ in range(5):
+                    assert appended.acquire(timeout=10)
+
+        writer = threading.Thread(target=append)
+        writer.start()
+        try:
+            report = verify_ledger(s, MEMBERSHIP, progress=progress)
+        finally:
+            writer.join()
+        assert report.ok, report.fault
+        assert 105 <= report.tip_height <= 130
+        assert verify_ledger(s, MEMBERSHIP).tip_height == 130
+
+
+def test_a_sibling_store_can_keep_its_own_database(tmp_path: Path) -> None:
+    with open_store(tmp_path) as s:
+        env = s.environment
+        private = env.add_db(DbSpec(b"private"))
+        env.write(lambda txn: txn.put(b"k", b"v", db=private))
+        fill(s, 1)
+    with open_store(tmp_path) as s:
+        private = s.environment.add_db(DbSpec(b"private"))
+        with s.environment.read() as txn:
+            assert bytes(txn.get(b"k", db=private)) == b"v"
+    assert verify_ledger(tmp_path, MEMBERSHIP).ok
 
 
 def test_verify_rejects_another_chains_members(ledger) -> None:

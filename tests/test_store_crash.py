@@ -1,10 +1,12 @@
-"""Crash safety with real processes: SIGKILL a writer at random moments, many times.
+"""Crash safety and hostile conditions, with real processes.
 
-The child (``store_helpers.py`` run as a script) appends blocks, and groups of blocks,
-of random sizes to a store whose map starts small, printing each height once it is
-committed. After every kill the store must open without repair, pass
-``verify_ledger`` (no partial block, indexes agree with the blocks, the tip record is
-the last block), hold every height the child acknowledged, and never have gone back.
+SIGKILL a writer at random moments, many times: the child (``store_helpers.py`` run as
+a script) appends blocks, and groups of blocks, of random sizes to a store whose map
+starts small, printing each height once it is committed. After every kill the store
+must open without repair, pass ``verify_ledger`` (no partial block, indexes agree with
+the blocks, the tip record is the last block), hold every height the child
+acknowledged, and never have gone back. Also: a full disk, a truncated data file
+(which would make LMDB itself SIGBUS), and a map grown by another process.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from store_helpers import CHAIN_ID, GENESIS_HASH, MEMBERSHIP
+from store_helpers import CHAIN_ID, GENESIS_HASH, MEMBERSHIP, fill, open_store, run_python
 
 from node.store import LedgerStore
 from node.verify_ledger import verify_ledger
@@ -60,3 +62,64 @@ def test_sigkill_never_leaves_a_partial_block(tmp_path: Path) -> None:
             assert store.tip()[0] == tip
     assert tip > 0
     assert time.monotonic() - started < 60
+
+
+def test_full_disk_is_a_store_error_and_leaves_a_consistent_store(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE makes the data file's writes fail as a full disk would.
+    code = """
+import resource, signal
+from store_helpers import CHAIN_ID, GENESIS_HASH, chain
+from node.store import LedgerStore, StoreError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+s = LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH)
+resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+try:
+    for _ in range(100):
+        s.append_blocks(chain(1, 20, start=s.tip(), tx_size=1000))
+except StoreError as exc:
+    print("refused:", exc, s.tip()[0])
+"""
+    result = run_python(code, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused: cannot write the ledger store"), result.stdout
+    assert "Traceback" not in result.stderr
+    committed = int(result.stdout.split()[-1])
+    assert committed > 0
+    report = verify_ledger(tmp_path, MEMBERSHIP)
+    assert report.ok and report.tip_height == committed
+
+
+def test_truncated_data_file_is_a_clear_error(tmp_path: Path) -> None:
+    with open_store(tmp_path) as s:
+        fill(s, 30, per_block=20)
+    data = tmp_path / "data.mdb"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    # In a child: were LMDB to touch a page past the end of the file, that is a SIGBUS.
+    code = """
+from store_helpers import CHAIN_ID, GENESIS_HASH
+from node.store import LedgerStore, StoreCorruptError
+try:
+    LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH)
+except StoreCorruptError as exc:
+    print("damaged:", exc)
+"""
+    result = run_python(code, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "damaged (its data file is truncated" in result.stdout, result.stdout
+
+
+def test_growth_by_another_process_is_adopted(tmp_path: Path) -> None:
+    with open_store(tmp_path, map_size=64 * 1024) as s:
+        fill(s, 1)
+        code = """
+from store_helpers import CHAIN_ID, GENESIS_HASH, chain
+from node.store import LedgerStore
+s = LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH, map_size=65536)
+s.append_blocks(chain(3, 200, start=s.tip(), tx_size=2000))
+print(s.stats().map_size)
+"""
+        result = run_python(code, str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert s.tip()[0] == 4 and s.block(4) is not None
+        fill(s, 1)
+        assert s.stats().map_size >= int(result.stdout)

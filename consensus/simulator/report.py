@@ -22,8 +22,8 @@ def summary(result: SimResult) -> str:
     byz = ", ".join(f"member {b.member} {b.kind}" for b in plan.byzantine) or "none"
     lines.append(f"  byzantine:      {byz}")
     lines.append(
-        f"  network:        delay {plan.min_delay_ms}-{plan.max_delay_ms} ms, drop {plan.drop_rate:g}, "
-        f"duplicate {plan.duplicate_rate:g}, reorder {plan.reorder_rate:g}"
+        f"  network:        delay {plan.min_delay_ms}-{plan.max_delay_ms} ms, "
+        f"drop {plan.drop_rate:g}, duplicate {plan.duplicate_rate:g}, reorder {plan.reorder_rate:g}"
     )
     parts = "; ".join(
         f"{p.start_ms}-{p.end_ms} ms " + " | ".join(",".join(map(str, g)) for g in p.groups)
