@@ -8,8 +8,9 @@ the host observed the event, and only decides proposal timestamps.
 ``consensus.replica_core`` holds the state, the normal case (one batch per sequence
 number: PRE-PREPARE, PREPARE, COMMIT), execution and checkpoints; this module adds
 what keeps the protocol live: view changes, the heartbeat with retransmission, and
-block sync for replicas that fell behind. Every vote this replica signs is recorded (``VoteRecord``) before it can leave, so a restarted replica
-refuses to sign a different digest for the same (kind, view, seq).
+block sync for replicas that fell behind. Every vote this replica signs is recorded
+(``VoteRecord``) before it can leave, so a restarted replica refuses to sign a
+different digest for the same (kind, view, seq).
 """
 
 from __future__ import annotations
