@@ -1,17 +1,11 @@
 """The Noise Protocol Framework (revision 34), sans-I/O, on PyNaCl primitives.
 
-Only the suite members use is implemented: ``25519_ChaChaPoly_BLAKE2b``. The
-``HandshakeState`` is generic over handshake patterns (NN, KK, XK, IK, XX and any psk
-modifiers on them), so every published test vector for the suite can be checked, which
-is the only evidence that the construction matches the specification.
-
-``SecureSession`` is what the transport uses: ``Noise_XX`` with static keys derived from
-members' Ed25519 node keys, so a peer's Noise static key is computable from its genesis
-public key and the transport can refuse anyone who is not a member.
-
-Nothing here touches sockets, clocks or tasks: bytes go in, bytes come out. The only
-side effect is drawing ephemeral keys from the OS random source, and tests can inject
-those.
+Only the suite members use is implemented, ``25519_ChaChaPoly_BLAKE2b``, but the
+``HandshakeState`` is generic over patterns (NN, KK, XK, IK, XX, psk modifiers) so that
+every published test vector for the suite can be checked: the vectors are the evidence
+that this matches the specification. ``net.secure_session`` builds the members'
+channel on it. No sockets, clocks or tasks; the only side effect is drawing ephemeral
+keys from the OS random source (tests inject them).
 """
 
 from __future__ import annotations
@@ -25,18 +19,17 @@ from dataclasses import dataclass, field
 import nacl.bindings as sodium
 import nacl.utils
 from nacl.exceptions import CryptoError
-from nacl.signing import SigningKey, VerifyKey
 
 DHLEN = 32
 HASHLEN = 64
-BLOCKLEN = 128
+BLOCKLEN = 128  # BLAKE2b's, which hashlib.blake2b reports to hmac as block_size
 KEYLEN = 32
 TAGLEN = 16
 MAX_MESSAGE = 65535
 MAX_PLAINTEXT = MAX_MESSAGE - TAGLEN
 MAX_NONCE = 2**64 - 1
-# Rekeying bounds how much traffic one key ever protects and gives some forward secrecy
-# within a long-lived connection; 2**20 messages costs one extra AEAD call per million.
+# Rekeying bounds how much traffic one key protects and gives forward secrecy inside a
+# long-lived connection; every 2**20 messages costs one extra AEAD call per million.
 REKEY_INTERVAL = 2**20
 SUITE = "25519_ChaChaPoly_BLAKE2b"
 XX_PROTOCOL = "Noise_XX_" + SUITE
@@ -59,7 +52,7 @@ class DecryptError(NoiseError):
 
 
 class NonceExhaustedError(NoiseError):
-    """Nonce 2**64-1 is reserved (it would wrap and is used by rekey); key used up."""
+    """Nonce 2**64-1 is reserved (rekey uses it, and the counter would wrap)."""
 
 
 class BadKeyError(NoiseError):
@@ -91,11 +84,9 @@ def dh(keypair: KeyPair, public: bytes) -> bytes:
     try:
         return sodium.crypto_scalarmult(keypair.private, public)
     except CryptoError:
-        # libsodium refuses low-order points (all-zero shared secret); Noise allows
-        # either behaviour and refusing is the safer one.
-        raise BadKeyError(
-            "Diffie-Hellman rejected the peer's public key (low-order point)"
-        ) from None
+        # libsodium refuses low-order points (all-zero output); Noise allows either
+        # behaviour, and refusing is the safer one.
+        raise BadKeyError("Diffie-Hellman rejected the peer's key (low-order point)") from None
 
 
 def _nonce(n: int) -> bytes:
@@ -107,7 +98,6 @@ def _hash(data: bytes) -> bytes:
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
-    # hashlib.blake2b has block_size 128 (BLOCKLEN), as HMAC in section 4.3 requires.
     return hmac.new(key, data, hashlib.blake2b).digest()
 
 
@@ -133,8 +123,7 @@ class CipherState:
     def initialize_key(self, key: bytes) -> None:
         if len(key) != KEYLEN:
             raise BadKeyError(f"a cipher key is {KEYLEN} bytes, got {len(key)}")
-        self.k = key
-        self.n = 0
+        self.k, self.n = key, 0
 
     def has_key(self) -> bool:
         return self.k is not None
@@ -144,38 +133,37 @@ class CipherState:
             raise NonceExhaustedError(f"nonce {n} outside 0..2**64-1")
         self.n = n
 
-    def _check_nonce(self) -> None:
-        # 2**64-1 is reserved for rekey(); using it would also wrap the counter.
+    def _key_and_nonce(self) -> tuple[bytes, bytes]:
+        assert self.k is not None
         if self.n >= MAX_NONCE:
             raise NonceExhaustedError("nonce 2**64-1 reached: this cipher key is used up")
+        return self.k, _nonce(self.n)
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         if self.k is None:
             return plaintext
-        self._check_nonce()
-        ct = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, _nonce(self.n), self.k)
+        key, nonce = self._key_and_nonce()
+        ct = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
         self.n += 1
         return ct
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         if self.k is None:
             return ciphertext
-        self._check_nonce()
+        key, nonce = self._key_and_nonce()
+        error = DecryptError("decryption failed: tampered, replayed or out-of-order frame")
+        if len(ciphertext) < TAGLEN:
+            raise error  # PyNaCl raises a bare ValueError for these
         try:
-            pt = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
-                ciphertext, ad, _nonce(self.n), self.k
-            )
+            pt = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
         except CryptoError:
-            # The nonce is not advanced: the spec leaves the state as it was.
-            raise DecryptError(
-                "decryption failed: tampered, replayed or out-of-order frame"
-            ) from None
+            raise error from None  # n is not advanced, as the spec requires
         self.n += 1
         return pt
 
     def rekey(self) -> None:
-        """Section 4.2 REKEY: the new key is the first 32 bytes of encrypting 32 zero
-        bytes under nonce 2**64-1. The nonce counter is left alone (section 11.3)."""
+        """Section 4.2 REKEY: the first 32 bytes of encrypting 32 zero bytes under nonce
+        2**64-1. The nonce counter is left alone (section 11.3)."""
         if self.k is None:
             raise HandshakeStateError("cannot rekey a cipher that has no key")
         ct = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
@@ -231,8 +219,8 @@ class HandshakePattern:
     messages: tuple[tuple[str, ...], ...]
 
 
-# Only patterns that the stored test vectors cover: an untested table entry would be a
-# claim nobody checked. Adding one is a line here plus its vector.
+# Only the patterns the stored test vectors cover: an untested entry would be a claim
+# nobody checked. Adding one is a line here plus its vector.
 PATTERNS: dict[str, HandshakePattern] = {
     "NN": HandshakePattern((), (), (("e",), ("e", "ee"))),
     "KK": HandshakePattern(("s",), ("s",), (("e", "es", "ss"), ("e", "ee", "se"))),
@@ -252,9 +240,7 @@ def parse_protocol_name(name: str) -> HandshakePattern:
     base = PATTERNS[m.group(1)]
     messages = [list(msg) for msg in base.messages]
     seen: set[int] = set()
-    for modifier in (m.group(2) or "").split("+"):
-        if not modifier:
-            continue
+    for modifier in filter(None, (m.group(2) or "").split("+")):
         index = int(modifier[3:])
         if index in seen or index > len(messages) or modifier != f"psk{index}":
             raise NoiseError(f"invalid psk modifier {modifier!r} in {name!r}")
@@ -263,17 +249,15 @@ def parse_protocol_name(name: str) -> HandshakePattern:
             messages[0].insert(0, "psk")
         else:
             messages[index - 1].append("psk")
-    return HandshakePattern(
-        base.initiator_pre, base.responder_pre, tuple(tuple(msg) for msg in messages)
-    )
+    return HandshakePattern(base.initiator_pre, base.responder_pre, tuple(map(tuple, messages)))
 
 
 # --- HandshakeState (section 5.3) ---
 
 
 class HandshakeState:
-    """One party's side of a handshake. Any error leaves it failed for good: a
-    half-applied message cannot be undone, and retrying would reuse key material."""
+    """One party's side of a handshake. Any error part-way through a message leaves it
+    failed for good: the half-applied message cannot be undone."""
 
     def __init__(
         self,
@@ -297,41 +281,30 @@ class HandshakeState:
             raise BadKeyError(f"{protocol_name} needs {tokens.count('psk')} psks of 32 bytes")
         if rs is not None and len(rs) != DHLEN:
             raise BadKeyError(f"a remote static key is {DHLEN} bytes, got {len(rs)}")
-        mine, theirs = self.pattern.initiator_pre, self.pattern.responder_pre
-        if not initiator:
-            mine, theirs = theirs, mine
         writes_s = any("s" in m for m in self.pattern.messages[0 if initiator else 1 :: 2])
-        if (writes_s or "s" in mine) and s is None:
+        pres = {initiator: self.pattern.initiator_pre, not initiator: self.pattern.responder_pre}
+        if (writes_s or "s" in pres[True]) and s is None:
             raise BadKeyError(f"{protocol_name} needs a local static key")
-        if "s" in theirs and rs is None:
+        if "s" in pres[False] and rs is None:
             raise BadKeyError(f"{protocol_name} needs the remote static key in advance")
 
         self.ss = SymmetricState(protocol_name.encode("ascii"))
         self.ss.mix_hash(prologue)
-        # Pre-messages are hashed initiator first, whatever our role (section 7.1). The
-        # supported table only has "s" pre-messages; their presence was checked above.
-        for keys, ours in (
-            (self.pattern.initiator_pre, initiator),
-            (self.pattern.responder_pre, not initiator),
-        ):
-            for _token in keys:
-                known = (s.public if s else None) if ours else rs
-                if known is None:
-                    raise BadKeyError(f"{protocol_name} needs a pre-message static key")
-                self.ss.mix_hash(known)
+        # Pre-messages are hashed initiator's first, whatever our role (section 7.1). The
+        # supported table only has "s" pre-messages, whose keys were checked above.
+        for ours in (initiator, not initiator):
+            for _token in pres[ours]:
+                key = s.public if ours and s is not None else rs
+                assert key is not None
+                self.ss.mix_hash(key)
         self._index = 0
-        self._failed = False
+        self.failed = False
         self._result: tuple[CipherState, CipherState] | None = None
-        # h after the last message: a unique channel binding for the session.
-        self.handshake_hash: bytes | None = None
+        self.handshake_hash: bytes | None = None  # h at the end: a channel binding
 
     @property
     def complete(self) -> bool:
         return self._result is not None
-
-    @property
-    def failed(self) -> bool:
-        return self._failed
 
     @property
     def ciphers(self) -> tuple[CipherState, CipherState]:
@@ -342,22 +315,19 @@ class HandshakeState:
         return (c1, c2) if self.initiator else (c2, c1)
 
     def _start(self, writing: bool) -> tuple[str, ...]:
-        if self._failed:
+        if self.failed:
             raise HandshakeStateError("handshake already failed; start a new connection")
-        if self._result is not None:
-            raise HandshakeStateError("message received in the wrong handshake state: done")
-        our_turn = (self._index % 2 == 0) == self.initiator
-        if writing != our_turn:
-            verb = "write" if writing else "read"
+        role = "initiator" if self.initiator else "responder"
+        if self._result is not None or writing != ((self._index % 2 == 0) == self.initiator):
             raise HandshakeStateError(
-                f"message received in the wrong handshake state: cannot {verb} "
-                f"message {self._index + 1} as {'initiator' if self.initiator else 'responder'}"
+                f"message received in the wrong handshake state: the {role} cannot "
+                f"{'write' if writing else 'read'} message {self._index + 1}"
             )
         return self.pattern.messages[self._index]
 
     def _overhead(self, tokens: tuple[str, ...]) -> int:
         """Bytes a message adds to its payload, known before any state changes, so
-        size errors are caught while the handshake can still be used."""
+        size errors are found while the state is still intact."""
         keyed = self.ss.cipher.has_key()
         size = 0
         for t in tokens:
@@ -376,10 +346,8 @@ class HandshakeState:
             self.ss.mix_key(public)
 
     def _dh_token(self, token: str) -> None:
-        # es means initiator's e with responder's s, whoever computes it (section 7.3).
-        local, remote = token[0], token[1]
-        if not self.initiator:
-            local, remote = remote, local
+        # "es" is the initiator's e with the responder's s, whoever computes it.
+        local, remote = (token[0], token[1]) if self.initiator else (token[1], token[0])
         pair = self.e if local == "e" else self.s
         public = self.re if remote == "e" else self.rs
         if pair is None or public is None:
@@ -413,7 +381,7 @@ class HandshakeState:
                     self._dh_token(t)
             out += self.ss.encrypt_and_hash(payload)
         except BaseException:
-            self._failed = True
+            self.failed = True
             raise
         self._finish()
         return bytes(out)
@@ -422,7 +390,7 @@ class HandshakeState:
         tokens = self._start(writing=False)
         need = self._overhead(tokens)
         if not need <= len(message) <= MAX_MESSAGE:
-            self._failed = True
+            self.failed = True
             raise MessageSizeError(
                 f"handshake message too {'short' if len(message) < need else 'long'}: "
                 f"{len(message)} bytes, message {self._index + 1} takes {need}..{MAX_MESSAGE}"
@@ -431,8 +399,7 @@ class HandshakeState:
             view = memoryview(message)
             for t in tokens:
                 if t == "e":
-                    self.re = bytes(view[:DHLEN])
-                    view = view[DHLEN:]
+                    self.re, view = bytes(view[:DHLEN]), view[DHLEN:]
                     self._mix_e(self.re)
                 elif t == "s":
                     size = DHLEN + (TAGLEN if self.ss.cipher.has_key() else 0)
@@ -444,173 +411,7 @@ class HandshakeState:
                     self._dh_token(t)
             payload = self.ss.decrypt_and_hash(bytes(view))
         except BaseException:
-            self._failed = True
+            self.failed = True
             raise
         self._finish()
         return payload
-
-
-# --- static keys from members' Ed25519 node keys ---
-
-
-def x25519_private_from_ed25519(key: bytes | SigningKey) -> bytes:
-    """The X25519 private key for an Ed25519 32-byte seed, 64-byte libsodium secret key
-    or ``SigningKey``. One key per member means one thing to protect and distribute."""
-    if isinstance(key, SigningKey):
-        key = bytes(key)  # the 32-byte seed
-    if len(key) == 32:
-        _, key = sodium.crypto_sign_seed_keypair(key)
-    if len(key) != 64:
-        raise BadKeyError(f"an Ed25519 seed is 32 bytes (secret key 64), got {len(key)}")
-    return sodium.crypto_sign_ed25519_sk_to_curve25519(key)
-
-
-def x25519_public_from_ed25519(public_key: bytes | VerifyKey) -> bytes:
-    """The Noise static public key of a member, from its genesis Ed25519 public key."""
-    raw = bytes(public_key)
-    if len(raw) != 32:
-        raise BadKeyError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
-    try:
-        return sodium.crypto_sign_ed25519_pk_to_curve25519(raw)
-    except CryptoError:
-        raise BadKeyError("not a valid Ed25519 public key") from None
-
-
-def static_keypair_from_ed25519(key: bytes | SigningKey) -> KeyPair:
-    return KeyPair.from_private(x25519_private_from_ed25519(key))
-
-
-# --- the session the transport uses ---
-
-
-class SecureSession:
-    """``Noise_XX`` between two members, then transport encryption.
-
-    Handshake: the initiator writes, reads, writes; the responder reads, writes, reads.
-    The initiator learns ``remote_static`` after its read, the responder after its last
-    read; the caller must check it against the genesis members at that point and drop
-    the connection if it is unknown, before sending anything that matters. The first
-    message's payload is sent in clear.
-
-    Transport: one ``encrypt`` output is one Noise message; the stream underneath must
-    keep message boundaries and order (see ``net.framing``). Each direction rekeys after
-    every ``rekey_interval`` messages; both sides count the same nonces, so they rekey
-    in lockstep without any signalling. After any received-side error the session is
-    dead: the peer is faulty or under attack, and the connection must be closed.
-    """
-
-    def __init__(
-        self,
-        initiator: bool,
-        static_seed: bytes | SigningKey,
-        prologue: bytes = b"",
-        *,
-        rekey_interval: int = REKEY_INTERVAL,
-        ephemeral: KeyPair | None = None,
-    ) -> None:
-        if rekey_interval < 1:
-            raise ValueError("rekey_interval must be at least 1")
-        self._hs: HandshakeState | None = HandshakeState(
-            XX_PROTOCOL,
-            initiator,
-            prologue,
-            s=static_keypair_from_ed25519(static_seed),
-            e=ephemeral,
-        )
-        self.is_initiator = initiator
-        self.rekey_interval = rekey_interval
-        self.remote_static: bytes | None = None
-        self.handshake_hash: bytes | None = None
-        self._send: CipherState | None = None
-        self._recv: CipherState | None = None
-        self._broken: str | None = None
-
-    @classmethod
-    def initiator(
-        cls,
-        static_seed: bytes | SigningKey,
-        prologue: bytes = b"",
-        *,
-        rekey_interval: int = REKEY_INTERVAL,
-        ephemeral: KeyPair | None = None,
-    ) -> SecureSession:
-        return cls(True, static_seed, prologue, rekey_interval=rekey_interval, ephemeral=ephemeral)
-
-    @classmethod
-    def responder(
-        cls,
-        static_seed: bytes | SigningKey,
-        prologue: bytes = b"",
-        *,
-        rekey_interval: int = REKEY_INTERVAL,
-        ephemeral: KeyPair | None = None,
-    ) -> SecureSession:
-        return cls(False, static_seed, prologue, rekey_interval=rekey_interval, ephemeral=ephemeral)
-
-    @property
-    def handshake_complete(self) -> bool:
-        return self._send is not None
-
-    def write_handshake(self, payload: bytes = b"") -> bytes:
-        """The next handshake message to send, carrying ``payload``."""
-        return self._handshake_step(True, payload)
-
-    def read_handshake(self, data: bytes) -> bytes:
-        """Process a received handshake message; returns its payload."""
-        return self._handshake_step(False, data)
-
-    def _handshake_step(self, writing: bool, data: bytes) -> bytes:
-        if self._broken is not None:
-            raise HandshakeStateError(f"session unusable: {self._broken}")
-        hs = self._hs
-        if hs is None:
-            raise HandshakeStateError("message received in the wrong handshake state: done")
-        try:
-            out = hs.write_message(data) if writing else hs.read_message(data)
-        except NoiseError as exc:
-            # A wrong turn or an oversized payload to send leaves the state intact;
-            # anything that got part-way through a message does not.
-            if hs.failed:
-                self._broken = str(exc)
-            raise
-        self.remote_static = hs.rs
-        if hs.complete:
-            self._send, self._recv = hs.ciphers
-            self.handshake_hash = hs.handshake_hash
-            self._hs = None  # the ephemeral keys go with it
-        return out
-
-    def _ready(self) -> tuple[CipherState, CipherState]:
-        if self._broken is not None:
-            raise HandshakeStateError(f"session unusable: {self._broken}")
-        if self._send is None or self._recv is None:
-            raise HandshakeStateError("handshake not complete: no transport messages yet")
-        return self._send, self._recv
-
-    def encrypt(self, plaintext: bytes) -> bytes:
-        send, _ = self._ready()
-        if len(plaintext) > MAX_PLAINTEXT:
-            raise MessageSizeError(
-                f"transport plaintext of {len(plaintext)} bytes exceeds {MAX_PLAINTEXT}"
-            )
-        ct = send.encrypt_with_ad(b"", plaintext)
-        if send.n % self.rekey_interval == 0:
-            send.rekey()
-        return ct
-
-    def decrypt(self, ciphertext: bytes) -> bytes:
-        _, recv = self._ready()
-        try:
-            if len(ciphertext) > MAX_MESSAGE:
-                raise MessageSizeError(
-                    f"transport message of {len(ciphertext)} bytes exceeds {MAX_MESSAGE}"
-                )
-            if len(ciphertext) < TAGLEN:
-                raise DecryptError(f"decryption failed: truncated frame of {len(ciphertext)} bytes")
-            pt = recv.decrypt_with_ad(b"", ciphertext)
-        except NoiseError as exc:
-            self._broken = str(exc)
-            raise
-        if recv.n % self.rekey_interval == 0:
-            recv.rekey()
-        return pt
