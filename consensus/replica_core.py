@@ -13,6 +13,7 @@ refuses to sign a different digest for the same (kind, view, seq).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,7 @@ from consensus.sync import SyncTracker
 from consensus.verifier import Verifier
 
 RequestCheck = Callable[[bytes], bool]
+MAX_EVIDENCE = 1024
 
 
 class ReplicaCore:
@@ -136,7 +138,9 @@ class ReplicaCore:
         self._out: list[Action] = []
         self._records: list[Record] = []
         self.now = 0
-        self.equivocations: list[ReportEquivocation] = []
+        # Evidence already reported, so each is reported once; bounded, since a Byzantine
+        # member can produce fresh evidence forever.
+        self.equivocations: OrderedDict[ReportEquivocation, None] = OrderedDict()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -211,7 +215,9 @@ class ReplicaCore:
     def _evidence(self, member: int, kind: str, view: int, seq: int) -> None:
         report = ReportEquivocation(member, kind, view, seq)
         if report not in self.equivocations:
-            self.equivocations.append(report)
+            self.equivocations[report] = None
+            if len(self.equivocations) > MAX_EVIDENCE:
+                self.equivocations.popitem(last=False)
             self._emit(report)
 
     # ------------------------------------------------------------------ dispatch

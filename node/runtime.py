@@ -14,6 +14,7 @@ receiving. Channels are bounded:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -89,7 +90,7 @@ class RuntimeStats:
     rounds: int = 0
     blocks_committed: int = 0
     txs_committed: int = 0
-    equivocations: list[ReportEquivocation] = field(default_factory=list)
+    equivocations: int = 0
     commit_latency_ms: list[float] = field(default_factory=list)
 
 
@@ -200,16 +201,9 @@ class NodeRuntime:
             self.signer,
             self.membership,
             self.params,
-            durable=DurableState(
-                view=self.durable.view,
-                view_active=self.durable.view_active,
-                votes=dict(self.durable.votes),
-                prepared=dict(self.durable.prepared),
-                view_change=self.durable.view_change,
-                new_view=self.durable.new_view,
-                stable_seq=min(self.durable.stable_seq, height),
-                stable_proof=self.durable.stable_proof if self.durable.stable_seq <= height else (),
-            ),
+            # The stable checkpoint may lie above the ledger tip when the node stopped
+            # between persisting and applying; the replica then fetches the gap.
+            durable=copy.deepcopy(self.durable),
             tip_height=height,
             tip_hash=tip_hash,
             check_request=self.app.check_proposed,
@@ -342,7 +336,7 @@ class NodeRuntime:
                 case RejectRequest(rid, reason):
                     log.info("consensus refused request %s: %s", rid.hex()[:12], reason)
                 case ReportEquivocation():
-                    self.stats.equivocations.append(action)
+                    self.stats.equivocations += 1
                     log.warning("equivocation evidence: %s", action)
 
     async def _persist(self, records: list[Record]) -> None:

@@ -341,3 +341,21 @@ def test_timer_actions_are_plain_data() -> None:
     h = Harness()
     actions = h.step(0, RequestArrived(b"q"))
     assert SetTimer(Timer.BATCH, PARAMS.batch_delay_ms) in actions
+
+
+def test_restart_with_a_stable_checkpoint_above_the_ledger_tip_fetches_the_gap() -> None:
+    """Persist comes before apply: a crash in between leaves the durable stable
+    checkpoint ahead of the ledger. The replica must fetch the missing blocks."""
+    h = Harness()
+    for i in range(4 * PARAMS.max_batch_txs):
+        h.request(f"t{i}".encode())
+    h.deliver()
+    assert h.replicas[3].low == 4
+    h.crash(3)
+    h.ledgers[3] = h.ledgers[3][:2]  # blocks 3 and 4 were never applied
+    h.restart(3)
+    assert h.replicas[3].low == 4 and h.replicas[3].executed == 2
+    h.fire(3, Timer.HEARTBEAT)
+    h.deliver()
+    assert h.heights()[3] == 4
+    assert h.block_hashes(3) == h.block_hashes(0)
