@@ -13,6 +13,7 @@ import trio
 
 from consensus.crypto import Signer, hash_bytes
 from consensus.params import Params
+from net.tcp import TcpTransport
 from net.transport import MemoryHub, Transport
 from node.application import Application
 from node.genesis import Genesis, GenesisConsensus, Member, assemble_genesis
@@ -25,9 +26,13 @@ ALL_ROLES = ("reporter", "investigator", "approver", "auditor")
 PARTNER_ROLES = ("reporter", "approver")
 
 
-def local_signer(chain_id: str, index: int) -> Signer:
+def local_seed(chain_id: str, index: int) -> bytes:
     """Deterministic keys for local consortia only; real members use ``crosstrace init``."""
-    return Signer(hash_bytes("local-key", f"{chain_id}/{index}".encode()))
+    return hash_bytes("local-key", f"{chain_id}/{index}".encode())
+
+
+def local_signer(chain_id: str, index: int) -> Signer:
+    return Signer(local_seed(chain_id, index))
 
 
 def local_genesis(
@@ -102,12 +107,27 @@ class _Running:
 
 
 class InProcessCluster:
-    def __init__(self, base_dir: Path, genesis: Genesis, signers: Sequence[Signer]) -> None:
+    """``transport="memory"`` connects the nodes through a ``MemoryHub``; ``"tcp"`` through
+    real loopback sockets with the Noise channel (keys must be ``local_seed`` keys)."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        genesis: Genesis,
+        signers: Sequence[Signer],
+        transport: str = "memory",
+    ) -> None:
+        if transport not in ("memory", "tcp"):
+            raise ValueError(f"unknown transport {transport!r}")
         self.base_dir = base_dir
         self.genesis = genesis
         self.signers = list(signers)
         self.n = len(signers)
+        self.transport_kind = transport
         self.hub = MemoryHub(self.n)
+        # Shared with every TcpTransport: a node dials the members above it, so nodes
+        # start from the highest index down and each finds its peers' ports filled in.
+        self.addresses: list[tuple[str, int]] = [("127.0.0.1", 0)] * self.n
         self.nodes: dict[int, _Running] = {}
         self._nonces = itertools.count(1)
 
@@ -115,16 +135,29 @@ class InProcessCluster:
         return self.base_dir / f"node{index}"
 
     async def start(self, nursery: trio.Nursery, indexes: Sequence[int] | None = None) -> None:
-        for i in range(self.n) if indexes is None else indexes:
+        for i in sorted(range(self.n) if indexes is None else indexes, reverse=True):
             await self.start_node(nursery, i)
 
     async def start_node(self, nursery: trio.Nursery, index: int) -> NodeRuntime:
         if index in self.nodes:
             raise RuntimeError(f"node {index} is already running")
         store = open_store(self.data_dir(index), self.genesis)
-        runtime = build_runtime(
-            index, self.genesis, self.signers[index], store, self.hub.attach(index)
-        )
+        tcp: TcpTransport | None = None
+        transport: Transport
+        if self.transport_kind == "tcp":
+            seed = local_seed(self.genesis.chain_id, index)
+            tcp = TcpTransport(
+                index,
+                seed,
+                self.genesis.membership(),
+                self.addresses,
+                listen=self.addresses[index],
+                handshake_timeout_s=2.0,
+            )
+            transport = tcp
+        else:
+            transport = self.hub.attach(index)
+        runtime = build_runtime(index, self.genesis, self.signers[index], store, transport)
         scope = trio.CancelScope()
         running = _Running(runtime, store, scope)
         self.nodes[index] = running
@@ -132,7 +165,12 @@ class InProcessCluster:
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             try:
                 with scope:
-                    await runtime.run(task_status=task_status)
+                    async with trio.open_nursery() as inner:
+                        if tcp is not None:
+                            port = await inner.start(tcp.run)
+                            self.addresses[index] = ("127.0.0.1", port)
+                        await inner.start(runtime.run)
+                        task_status.started()
             finally:
                 running.done.set()
 

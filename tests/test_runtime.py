@@ -51,9 +51,9 @@ def report_tx(cluster: InProcessCluster, member: int, i: int, now_ms: int) -> by
     return encode_tx(tx)
 
 
-def make_cluster(tmp_path: Path, n: int = 4) -> InProcessCluster:
+def make_cluster(tmp_path: Path, n: int = 4, transport: str = "memory") -> InProcessCluster:
     genesis, signers = local_genesis(n, consensus=FAST)
-    return InProcessCluster(tmp_path, genesis, signers)
+    return InProcessCluster(tmp_path, genesis, signers, transport=transport)
 
 
 def ledger_bytes(cluster: InProcessCluster, index: int) -> list[bytes]:
@@ -200,3 +200,41 @@ async def test_bad_transactions_get_a_specific_error_and_nothing_is_stored(
             assert len(cluster.runtime(0).mempool) == 0
             await cluster.stop()
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.timeout(180)
+async def test_the_same_runtime_over_real_tcp_with_noise_and_a_restart(tmp_path: Path) -> None:
+    """The TCP transport fits the runtime's interface: four nodes on loopback sockets
+    commit, one is stopped and restarted on its port, catches up, and all agree."""
+    import time
+
+    cluster = make_cluster(tmp_path, transport="tcp")
+    now = int(time.time() * 1000)
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            first = await submit_all(cluster, [report_tx(cluster, 0, i, now) for i in range(1000)])
+            for i in range(4):
+                await cluster.runtime(i).wait_committed(first[-1])
+            await cluster.stop_node(3)
+            more = await submit_all(
+                cluster, [report_tx(cluster, 1, 2000 + i, now) for i in range(1000)], via=1
+            )
+            for i in range(3):
+                await cluster.runtime(i).wait_committed(more[-1])
+            await cluster.start_node(nursery, 3)
+            tip = max(cluster.store(i).tip()[0] for i in range(3))
+            await cluster.runtime(3).wait_height(tip)
+            last = await submit_all(
+                cluster, [report_tx(cluster, 2, 5000 + i, now) for i in range(200)], via=2
+            )
+            for i in range(4):
+                await cluster.runtime(i).wait_committed(last[-1])
+            tip = max(cluster.store(i).tip()[0] for i in range(4))
+            await cluster.wait_height(tip)
+            ledgers = [ledger_bytes(cluster, i) for i in range(4)]
+            assert all(ledger == ledgers[0] for ledger in ledgers)
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
+    for i in range(4):
+        assert verify_ledger(cluster.data_dir(i), cluster.genesis.membership()).ok
