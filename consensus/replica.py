@@ -39,6 +39,9 @@ from consensus.viewchange import (
 
 __all__ = ["Replica", "RequestCheck"]
 
+# Own VIEW-CHANGE messages kept for replicas that fall behind (see _help_a_replica_behind).
+KEEP_PAST_VIEW_CHANGES = 8
+
 
 class Replica(ReplicaCore):
     """A PBFT replica: ``step(event, now_ms) -> list[Action]``."""
@@ -67,6 +70,9 @@ class Replica(ReplicaCore):
             prepared=prepared,
         )
         self.own_view_change = vc
+        self.past_view_changes[new_view] = vc
+        for old in sorted(self.past_view_changes)[:-KEEP_PAST_VIEW_CHANGES]:
+            del self.past_view_changes[old]
         self._record(ViewRecord(new_view, False))
         self._record(ViewChangeRecord(vc))
         self._broadcast(vc)
@@ -91,14 +97,7 @@ class Replica(ReplicaCore):
 
     def _on_view_change(self, vc: ViewChange) -> None:
         if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
-            # It missed the NEW-VIEW we acted on; hand it over.
-            if (
-                self.new_view_msg is not None
-                and self.new_view_msg.view == self.view
-                and vc.new_view == self.view
-                and self.view_active
-            ):
-                self._emit(Send(vc.sender, self.new_view_msg))
+            self._help_a_replica_behind(vc)
             return
         known = self.view_changes.get(vc.new_view, {}).get(vc.sender)
         if known == vc:
@@ -111,6 +110,22 @@ class Replica(ReplicaCore):
         self._join_higher_view()
         self._start_view_change_timer()
         self._try_new_view()
+
+    def _help_a_replica_behind(self, vc: ViewChange) -> None:
+        """A VIEW-CHANGE for a view we already left. If we acted on that view's NEW-VIEW,
+        hand it over. If we asked for that view ourselves and moved on, resend that
+        request: the sender may have lost ours in a crash and cannot gather a quorum
+        for its view without it, while we wait in a later view that it cannot join
+        (found by the schedule fuzzer, see test_regression_restart_loses_view_changes)."""
+        if vc.sender == self.me or not self.m.is_member(vc.sender):
+            return
+        nv = self.new_view_msg
+        if nv is not None and nv.view == vc.new_view == self.view and self.view_active:
+            self._emit(Send(vc.sender, nv))
+            return
+        mine = self.past_view_changes.get(vc.new_view)
+        if mine is not None:
+            self._emit(Send(vc.sender, mine))
 
     def _join_higher_view(self) -> None:
         """PBFT's liveness rule: f+1 members asking for higher views include an honest

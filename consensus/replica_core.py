@@ -108,6 +108,9 @@ class ReplicaCore:
         self.votes: dict[tuple[str, int, int], bytes] = dict(state.votes)
         self.prepared_certs: dict[int, PreparedCertificate] = dict(state.prepared)
         self.own_view_change = state.view_change
+        self.past_view_changes: dict[int, ViewChange] = {}
+        if state.view_change is not None:
+            self.past_view_changes[state.view_change.new_view] = state.view_change
         self.new_view_msg = state.new_view
         self.low = state.stable_seq
         self.stable_proof = state.stable_proof

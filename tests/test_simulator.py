@@ -186,3 +186,22 @@ def test_regression_views_leapfrog_after_a_partition() -> None:
         crashes=(Crash(3, 1789, 407), Crash(3, 3973, 2205), Crash(2, 7180, 2546)),
     )
     assert_safe_and_live(plan)
+
+
+def test_regression_restart_loses_view_changes() -> None:
+    """Found by random schedules (fuzz seed 2512): with exactly a quorum of honest
+    members, one replica gathered a quorum for view 3, timed out and moved to view 4,
+    while the primary of view 3 crashed and came back without the VIEW-CHANGE messages
+    it had received. It could never complete view 3, and the others could not follow
+    the lone replica into view 4. Fixed: a replica that left a view resends its own
+    VIEW-CHANGE for that view to anyone still asking for it."""
+    plan = FaultPlan(
+        nodes=4,
+        blocks=5,
+        seed=2512,
+        duplicate_rate=0.1,
+        reorder_rate=0.2,
+        byzantine=(Byzantine(0, "silent"),),
+        crashes=(Crash(3, 4930, 2608), Crash(2, 6797, 3505), Crash(2, 2499, 3095)),
+    )
+    assert_safe_and_live(plan)
