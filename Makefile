@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/crosstrace simulate --bench
+	$(BIN)/python benchmarks/store_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
