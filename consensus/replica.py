@@ -124,8 +124,22 @@ class Replica(ReplicaCore):
             self._emit(Send(vc.sender, nv))
             return
         mine = self.past_view_changes.get(vc.new_view)
-        if mine is not None:
-            self._emit(Send(vc.sender, mine))
+        if mine is None:
+            return
+        # Only a replica whose own STATUS says it is still stuck in that view gets help,
+        # and at most once a heartbeat: two replicas that both left the view must not
+        # answer each other's answers forever.
+        status = self.status_of.get(vc.sender)
+        if status is None or status.view != vc.new_view or status.view_active:
+            return
+        last = self.helped.get((vc.sender, vc.new_view))
+        if last is not None and self.now - last < self.p.heartbeat_ms:
+            return
+        self.helped[(vc.sender, vc.new_view)] = self.now
+        if len(self.helped) > 4 * self.m.n:
+            oldest = min(self.helped, key=lambda k: self.helped[k])
+            del self.helped[oldest]
+        self._emit(Send(vc.sender, mine))
 
     def _join_higher_view(self) -> None:
         """PBFT's liveness rule: f+1 members asking for higher views include an honest

@@ -109,6 +109,7 @@ class ReplicaCore:
         self.prepared_certs: dict[int, PreparedCertificate] = dict(state.prepared)
         self.own_view_change = state.view_change
         self.past_view_changes: dict[int, ViewChange] = {}
+        self.helped: dict[tuple[int, int], int] = {}
         if state.view_change is not None:
             self.past_view_changes[state.view_change.new_view] = state.view_change
         self.new_view_msg = state.new_view

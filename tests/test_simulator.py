@@ -205,3 +205,25 @@ def test_regression_restart_loses_view_changes() -> None:
         crashes=(Crash(3, 4930, 2608), Crash(2, 6797, 3505), Crash(2, 2499, 3095)),
     )
     assert_safe_and_live(plan)
+
+
+def test_regression_stale_view_change_ping_pong() -> None:
+    """Found by random schedules (fuzz seed 2017) right after the fix above: replicas
+    that had both left a view answered each other's old VIEW-CHANGE messages with their
+    own, forever, and with twins the answers doubled each round: a storm in which
+    virtual time stood still. Fixed: help only a replica whose STATUS says it is still
+    in that view, at most once a heartbeat. The simulator now also reports a storm."""
+    plan = FaultPlan(
+        nodes=4,
+        blocks=24,
+        seed=2017,
+        reorder_rate=0.2,
+        byzantine=(Byzantine(3, "twins"),),
+        partitions=(
+            Partition(136, 896, ((2,), (0, 1, 3))),
+            Partition(1991, 4007, ((2, 3), (0, 1))),
+            Partition(6898, 11148, ((1,), (0,), (2, 3))),
+        ),
+        crashes=(Crash(2, 2393, 309), Crash(2, 1134, 523)),
+    )
+    assert_safe_and_live(plan)

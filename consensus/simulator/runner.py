@@ -43,6 +43,9 @@ from consensus.simulator.plan import TWINS_SPLIT_END_MS, FaultPlan, Partition
 from consensus.simulator.trace import format_entry
 
 CHAIN_ID = "sim"
+# Far above any honest load (a few thousand steps per member per virtual second).
+STORM_WINDOW_MS = 1_000
+STORM_STEPS_PER_MEMBER = 25_000
 
 
 class LoweredQuorum(Membership):
@@ -146,6 +149,8 @@ class Simulation:
         self.request_no = 0
         self.faults_end = plan.faults_end_ms()
         self.views_entered: set[int] = set()
+        self.storm_window = 0
+        self.storm_steps = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -336,6 +341,20 @@ class Simulation:
                 return False
         return True
 
+    def _check_storm(self) -> None:
+        """Messages that breed messages without virtual time moving: a storm would
+        otherwise hang the run, since every liveness bound is in virtual time."""
+        window = self.now // STORM_WINDOW_MS
+        if window != self.storm_window:
+            self.storm_window, self.storm_steps = window, self.steps
+        elif self.steps - self.storm_steps > STORM_STEPS_PER_MEMBER * self.plan.nodes:
+            self.checker.fail(
+                "storm",
+                self.now,
+                f"more than {STORM_STEPS_PER_MEMBER * self.plan.nodes} replica steps within "
+                f"{STORM_WINDOW_MS} ms of virtual time",
+            )
+
     def _check_liveness(self) -> None:
         if self.faults_end and self.now > self.faults_end + self.plan.recovery_bound_ms:
             for node in self.honest_nodes():
@@ -382,6 +401,7 @@ class Simulation:
                 self._crash(self.nodes[data])
             elif kind == _RESTART:
                 self._restart(self.nodes[data])
+            self._check_storm()
             self._check_liveness()
         return self._result()
 
