@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from consensus.simulator import random_plan, run_plan
+from consensus.simulator import random_plan, random_schedule, run_plan
 from consensus.simulator.plan import BYZANTINE_KINDS, SIM_PARAMS, FaultPlan
 from consensus.simulator.report import summary
 
@@ -46,6 +46,16 @@ def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--blocks", default=100, show_default=True, help="Blocks each honest member commits.")
 @click.option("--seed", default=0, show_default=True, help="All randomness comes from it.")
 @click.option("--trace-lines", default=40, show_default=True, help="Trace kept for a violation.")
+@click.option(
+    "--explore",
+    type=click.IntRange(min=1),
+    help="Run this many random fault schedules, starting at --seed; report failures.",
+)
+@click.option(
+    "--schedule",
+    type=int,
+    help="Replay one random schedule by its number (as --explore reports it).",
+)
 @click.option("--bench", is_flag=True, help="Benchmark n = 4, 7, 16, 31 instead (wall time).")
 @click.option("--bench-blocks", default=50, show_default=True, help="Blocks per benchmark size.")
 def simulate(
@@ -60,6 +70,8 @@ def simulate(
     blocks: int,
     seed: int,
     trace_lines: int,
+    explore: int | None,
+    schedule: int | None,
     bench: bool,
     bench_blocks: int,
 ) -> None:
@@ -72,11 +84,20 @@ def simulate(
       crosstrace simulate --nodes 4 --blocks 200 --seed 7
       crosstrace simulate --nodes 7 --byzantine 2 --fault equivocate --drop 0.02
       crosstrace simulate --nodes 4 --byzantine 2 --fault twins     # f+1 twins: must fail
+      crosstrace simulate --explore 200 --seed 5000   # random schedules, all faults mixed
+      crosstrace simulate --schedule 5017             # replay one of them in full
       crosstrace simulate --bench
     """
     if bench:
         _bench(bench_blocks)
         return
+    if explore is not None:
+        _explore(seed, explore)
+        return
+    if schedule is not None:
+        result = run_plan(replace(random_schedule(schedule), trace_lines=trace_lines))
+        click.echo(summary(result))
+        sys.exit(0 if result.safe else 1)
     if not 4 <= nodes <= 128:
         raise click.BadParameter("a consortium has 4 to 128 members", param_hint="--nodes")
     if blocks < 1:
@@ -99,6 +120,32 @@ def simulate(
     result = run_plan(replace(plan, trace_lines=trace_lines))
     click.echo(summary(result))
     sys.exit(0 if result.safe else 1)
+
+
+def _explore(first: int, count: int) -> None:
+    """Random schedules with a progress line; every failure gets its replay command."""
+    failures: list[int] = []
+    started = time.monotonic()
+    for number in range(first, first + count):
+        plan = replace(random_schedule(number), trace_lines=0)
+        result = run_plan(plan)
+        if not result.safe:
+            failures.append(number)
+            v = result.violation
+            assert v is not None
+            click.echo(
+                f"schedule {number}: VIOLATION of {v.invariant}: {v.detail}\n"
+                f"  replay: crosstrace simulate --schedule {number}"
+            )
+        done = number - first + 1
+        if done % 10 == 0 or done == count:
+            click.echo(
+                f"  {done}/{count} schedules, {len(failures)} failing, "
+                f"{time.monotonic() - started:.0f} s",
+                err=True,
+            )
+    click.echo(f"explored {count} schedules from {first}: {len(failures)} violated an invariant")
+    sys.exit(1 if failures else 0)
 
 
 def _bench(blocks: int) -> None:

@@ -73,3 +73,12 @@ def test_the_console_script_is_installed() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "result: safe" in proc.stdout
+
+
+def test_explore_runs_random_schedules_and_schedule_replays_one() -> None:
+    code, out = run("--explore", "3", "--seed", "40")
+    assert code == 0, out
+    assert "explored 3 schedules from 40: 0 violated an invariant" in out
+    first = run("--schedule", "41")
+    assert first == run("--schedule", "41")
+    assert first[0] == 0 and "result: safe" in first[1]

@@ -4,7 +4,14 @@ All randomness comes from one ``random.Random(seed)``; the same plan and seed re
 the same run, step for step.
 """
 
-from consensus.simulator.plan import Byzantine, Crash, FaultPlan, Partition, random_plan
+from consensus.simulator.plan import (
+    Byzantine,
+    Crash,
+    FaultPlan,
+    Partition,
+    random_plan,
+    random_schedule,
+)
 from consensus.simulator.runner import SimResult, Simulation, run_plan
 
 __all__ = [
@@ -15,5 +22,6 @@ __all__ = [
     "SimResult",
     "Simulation",
     "random_plan",
+    "random_schedule",
     "run_plan",
 ]

@@ -132,3 +132,44 @@ def random_plan(
         partitions=tuple(parts),
         crashes=tuple(crash_list),
     )
+
+
+def random_schedule(seed: int, sizes: tuple[int, ...] = (4, 4, 7, 7, 10)) -> FaultPlan:
+    """Everything drawn from the seed: size, Byzantine members and kinds (up to f),
+    partitions into two or three groups, crashes of honest members, and network rates.
+    ``crosstrace simulate --explore`` runs these; ``--schedule S`` replays one."""
+    rng = random.Random(f"schedule/{seed}")
+    n = rng.choice(sizes)
+    f = (n - 1) // 3
+    members = list(range(n))
+    rng.shuffle(members)
+    byzantine = tuple(
+        Byzantine(m, rng.choice(BYZANTINE_KINDS)) for m in sorted(members[: rng.randint(0, f)])
+    )
+    faulty = {b.member for b in byzantine}
+    honest = [m for m in range(n) if m not in faulty]
+    partitions = []
+    t = rng.randint(0, 2_000)
+    for _ in range(rng.randint(0, 3)):
+        order = list(range(n))
+        rng.shuffle(order)
+        cuts = sorted(rng.sample(range(1, n), rng.randint(1, 2)))
+        groups = [tuple(sorted(order[a:b])) for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
+        length = rng.randint(100, 5_000)
+        partitions.append(Partition(t, t + length, tuple(groups)))
+        t += length + rng.randint(0, 3_000)
+    crashes = tuple(
+        Crash(rng.choice(honest), rng.randint(0, 8_000), rng.randint(50, 4_000))
+        for _ in range(rng.randint(0, 3))
+    )
+    return FaultPlan(
+        nodes=n,
+        blocks=rng.randint(5, 30),
+        seed=seed,
+        drop_rate=rng.choice([0.0, 0.0, 0.01, 0.05, 0.1]),
+        duplicate_rate=rng.choice([0.0, 0.02, 0.1]),
+        reorder_rate=rng.choice([0.0, 0.05, 0.2]),
+        byzantine=byzantine,
+        partitions=tuple(partitions),
+        crashes=crashes,
+    )
