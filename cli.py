@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import trio
 
 from consensus.simulator import random_plan, random_schedule, run_plan
 from consensus.simulator.plan import BYZANTINE_KINDS, SIM_PARAMS, FaultPlan
@@ -366,3 +367,35 @@ def testnet(directory: Path, nodes: int, chain_id: str, p2p_port: int, api_port:
     click.echo(f"  genesis hash: {created.hash().hex()}")
     for home in homes:
         click.echo(f"  {home.descriptor.name:<12} {home.path}  p2p {home.descriptor.address}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--home",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The member's home directory (made by init or testnet).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The passphrase of an encrypted node key.",
+)
+def start(home: Path, passphrase_file: Path | None) -> None:
+    """Run this member's node until SIGTERM or SIGINT; logs go to stderr.
+
+    \b
+    Example:
+      crosstrace start --home ./consortium/node0
+    """
+    from node.daemon import StartupError, configure_logging, load_node_files, serve
+
+    try:
+        files = load_node_files(home / "config.toml", _read_passphrase(passphrase_file))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(files.config.log.level, files.config.log.format)
+    try:
+        trio.run(serve, files)
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,166 @@
+"""``crosstrace start``: one member's node as a long-running process.
+
+Loads and cross-checks the config, genesis and key (each mistake is one clear line),
+opens the ledger, runs the TCP transport and the runtime in one nursery, logs to stderr
+(JSON lines by default), and stops cleanly on SIGTERM or SIGINT: cancellation never
+interrupts a ledger write (those run in worker threads that trio does not abandon), so
+what was committed stays committed and the store is closed properly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from consensus.codec import MAX_MESSAGE_BYTES
+from net.tcp import TcpTransport
+from node.application import Application
+from node.cluster import consensus_params
+from node.config import ConfigError, NodeConfig, load_config
+from node.genesis import Genesis, GenesisError, load_genesis, split_host_port
+from node.keys import KeyFileError, NodeKey, load_key
+from node.mempool import Mempool
+from node.runtime import NodeRuntime
+from node.store import LedgerStore, StoreError
+
+log = logging.getLogger("crosstrace.daemon")
+
+MIB = 1024 * 1024
+
+
+class StartupError(Exception):
+    """The node cannot start as configured; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    config_path: Path
+    config: NodeConfig
+    genesis: Genesis
+    key: NodeKey
+    index: int
+
+
+def load_node_files(config_path: Path, passphrase: str | None) -> NodeFiles:
+    try:
+        config = load_config(config_path)
+    except (ConfigError, OSError) as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        genesis = load_genesis(config.node.genesis_file)
+    except (GenesisError, OSError) as exc:
+        raise StartupError(f"{config.node.genesis_file}: {exc}") from None
+    member = genesis.member_by_name(config.node.name)
+    if member is None:
+        raise StartupError(
+            f"{config_path}: node.name {config.node.name!r} is not a member of chain "
+            f"{genesis.chain_id!r}"
+        )
+    try:
+        key = load_key(config.node.key_file, passphrase)
+    except KeyFileError as exc:
+        raise StartupError(str(exc)) from None
+    if key.public_key != member.public_key:
+        raise StartupError(
+            f"{config.node.key_file}: this key is not the key the genesis lists for "
+            f"member {member.name!r}"
+        )
+    index = genesis.member_index(key.public_key)
+    assert index is not None
+    return NodeFiles(config_path, config, genesis, key, index)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+async def serve(
+    files: NodeFiles, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    config, genesis = files.config, files.genesis
+    try:
+        store = LedgerStore.open(
+            config.node.data_dir,
+            chain_id=genesis.chain_id,
+            genesis_hash=genesis.hash(),
+            map_size=config.storage.initial_map_size_mib * MIB,
+        )
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        addresses = [split_host_port(m.address) for m in genesis.members]
+        transport = TcpTransport(
+            files.index,
+            files.key.seed,
+            genesis.membership(),
+            addresses,
+            listen=split_host_port(config.p2p.listen, allow_port_zero=True),
+            max_frame_bytes=MAX_MESSAGE_BYTES,
+            handshake_timeout_s=config.p2p.handshake_timeout_s,
+            max_inbound=max(config.p2p.max_inbound, genesis.membership().n),
+            max_unauthenticated=config.p2p.max_unauthenticated,
+            queue_frames=config.p2p.send_queue,
+        )
+        runtime = NodeRuntime(
+            member=files.index,
+            signer=files.key.signer(),
+            membership=genesis.membership(),
+            params=consensus_params(genesis),
+            ledger=store,
+            transport=transport,
+            application=Application(genesis, store),
+            mempool=Mempool(
+                config.mempool.max_txs,
+                config.mempool.max_bytes,
+                max_share=config.mempool.max_per_member,
+            ),
+        )
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(transport.run)
+            await nursery.start(runtime.run)
+            log.info(
+                "member %s (%d of %d) of chain %s started: height %d, p2p port %d",
+                genesis.members[files.index].name,
+                files.index,
+                genesis.membership().n,
+                genesis.chain_id,
+                runtime.height,
+                port,
+            )
+            task_status.started(port)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("%s received: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+        log.info("stopped cleanly at height %d", store.tip()[0])
+    finally:
+        store.close()
