@@ -227,3 +227,14 @@ def test_regression_stale_view_change_ping_pong() -> None:
         crashes=(Crash(2, 2393, 309), Crash(2, 1134, 523)),
     )
     assert_safe_and_live(plan)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("number", range(20))
+def test_a_fixed_sweep_of_random_schedules(number: int) -> None:
+    """The schedules ``crosstrace simulate --explore`` draws (n up to 10, every fault
+    kind mixed), pinned so a change that breaks one fails here, not only in a campaign."""
+    from consensus.simulator import random_schedule
+
+    result = run_plan(random_schedule(number))
+    assert result.safe, summary(result)
