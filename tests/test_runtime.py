@@ -238,3 +238,75 @@ async def test_the_same_runtime_over_real_tcp_with_noise_and_a_restart(tmp_path:
             nursery.cancel_scope.cancel()
     for i in range(4):
         assert verify_ledger(cluster.data_dir(i), cluster.genesis.membership()).ok
+
+
+async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from consensus.codec import encode_value
+    from consensus.crypto import Signer
+    from node.transactions import sign_tx
+    from node.tx_kinds import Attribute
+
+    cluster = make_cluster(tmp_path)
+    now = int(time.time() * 1000)
+    chain, member, signer = cluster.genesis.chain_id, cluster.member_name(1), cluster.signers[1]
+    good_body = Report(
+        subject=entity_ref(PSEUDONYM_KEY, "phone", "13800138000"),
+        category="fraud_call",
+        attributes=(),
+        case_id=None,
+        observed_ms=now - 1000,
+        details_commitment=None,
+    )
+    raw_phone_body = Report(
+        subject=entity_ref(PSEUDONYM_KEY, "phone", "13800138000"),
+        category="fraud_call",
+        attributes=(Attribute("caller", "+86 138 0013 8000"),),
+        case_id=None,
+        observed_ms=now - 1000,
+        details_commitment=None,
+    )
+
+    def tx(body: bytes, *, nonce: int, kind: str = "report", who: str = member,
+           key: Signer = signer, chain_id: str = chain) -> bytes:  # fmt: skip
+        return encode_tx(sign_tx(key, chain_id, who, kind, body, nonce, now))
+
+    body = encode_value(good_body)
+    cases = {
+        "bad_signature": bytes(tx(body, nonce=1)[:-1]) + b"\x00",
+        "unknown_member": tx(body, nonce=2, who="mallory"),
+        "wrong_chain": tx(body, nonce=3, chain_id="another-chain"),
+        "unknown_kind": tx(body, nonce=4, kind="vote"),
+        "oversize": tx(body + bytes(20_000), nonce=5),
+        "raw_identifier": tx(encode_value(raw_phone_body), nonce=6),
+        "malformed": b"\xc1 not msgpack",
+    }
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            runtime = cluster.runtime(0)
+            results = await runtime.submit_batch(list(cases.values()))
+            for (expected, _), result in zip(cases.items(), results, strict=True):
+                assert not result.accepted
+                assert result.code == expected, (expected, result)
+                assert result.message
+            first = await runtime.submit(tx(body, nonce=7))
+            assert first.accepted
+            await runtime.wait_committed(first.tx_id)
+            other = encode_value(replace_observed(good_body, now - 2000))
+            replayed = await runtime.submit(tx(other, nonce=7))
+            assert replayed.code == "replay" and "nonce 7" in replayed.message
+            store = cluster.store(0)
+            assert store.tip()[0] == 1
+            assert store.block(1) is not None and len(store.block(1).txs) == 1  # type: ignore[union-attr]
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
+
+
+def replace_observed(body: Report, observed_ms: int) -> Report:
+    from dataclasses import replace
+
+    return replace(body, observed_ms=observed_ms)
