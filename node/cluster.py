@@ -84,7 +84,12 @@ def open_store(path: Path, genesis: Genesis, map_size: int = 64 << 20) -> Ledger
 
 
 def build_runtime(
-    index: int, genesis: Genesis, signer: Signer, store: LedgerStore, transport: Transport
+    index: int,
+    genesis: Genesis,
+    signer: Signer,
+    store: LedgerStore,
+    transport: Transport,
+    mempool: Mempool | None = None,
 ) -> NodeRuntime:
     return NodeRuntime(
         member=index,
@@ -94,7 +99,7 @@ def build_runtime(
         ledger=store,
         transport=transport,
         application=Application(genesis, store),
-        mempool=Mempool(100_000, 256 << 20),
+        mempool=mempool if mempool is not None else Mempool(100_000, 256 << 20),
     )
 
 

@@ -21,13 +21,11 @@ import trio
 
 from consensus.codec import MAX_MESSAGE_BYTES
 from net.tcp import TcpTransport
-from node.application import Application
-from node.cluster import consensus_params
+from node.cluster import build_runtime
 from node.config import ConfigError, NodeConfig, load_config
 from node.genesis import Genesis, GenesisError, load_genesis, split_host_port
 from node.keys import KeyFileError, NodeKey, load_key
 from node.mempool import Mempool
-from node.runtime import NodeRuntime
 from node.store import LedgerStore, StoreError
 
 log = logging.getLogger("crosstrace.daemon")
@@ -129,20 +127,12 @@ async def serve(
             max_unauthenticated=config.p2p.max_unauthenticated,
             queue_frames=config.p2p.send_queue,
         )
-        runtime = NodeRuntime(
-            member=files.index,
-            signer=files.key.signer(),
-            membership=genesis.membership(),
-            params=consensus_params(genesis),
-            ledger=store,
-            transport=transport,
-            application=Application(genesis, store),
-            mempool=Mempool(
-                config.mempool.max_txs,
-                config.mempool.max_bytes,
-                max_share=config.mempool.max_per_member,
-            ),
+        mempool = Mempool(
+            config.mempool.max_txs,
+            config.mempool.max_bytes,
+            max_share=config.mempool.max_per_member,
         )
+        runtime = build_runtime(files.index, genesis, files.key.signer(), store, transport, mempool)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
