@@ -128,6 +128,7 @@ class NodeRuntime:
         )
         self._gossip: list[bytes] = []
         self._waiters: dict[bytes, trio.Event] = {}
+        self._waiting: dict[bytes, int] = {}
         self._submitted_at: dict[bytes, float] = {}
         self._height_changed = trio.Event()
         self.started = trio.Event()
@@ -179,10 +180,21 @@ class NodeRuntime:
         return results
 
     async def wait_committed(self, tx_id: bytes) -> None:
+        """Return once ``tx_id`` is in the ledger; cancel it (a timeout) to give up."""
         if self.ledger.tx_location(tx_id) is not None:
             return
         event = self._waiters.setdefault(tx_id, trio.Event())
-        await event.wait()
+        self._waiting[tx_id] = self._waiting.get(tx_id, 0) + 1
+        try:
+            await event.wait()
+        finally:
+            # The last waiter to give up forgets the transaction, so clients that time
+            # out on transactions that never commit cannot grow this table.
+            left = self._waiting.pop(tx_id, 1) - 1
+            if left:
+                self._waiting[tx_id] = left
+            elif not event.is_set():
+                self._waiters.pop(tx_id, None)
 
     async def wait_height(self, height: int) -> None:
         while self.height < height:

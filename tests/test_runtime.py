@@ -310,3 +310,16 @@ def replace_observed(body: Report, observed_ms: int) -> Report:
     from dataclasses import replace
 
     return replace(body, observed_ms=observed_ms)
+
+
+async def test_a_client_that_gives_up_waiting_leaves_nothing_behind(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            runtime = cluster.runtime(0)
+            with trio.move_on_after(0.05):
+                await runtime.wait_committed(bytes(32))  # never submitted
+            assert not runtime._waiters and not runtime._waiting
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
