@@ -21,11 +21,13 @@ import trio
 
 from consensus.codec import MAX_MESSAGE_BYTES
 from net.tcp import TcpTransport
+from node.api import build_app, serve_api
 from node.cluster import build_runtime
 from node.config import ConfigError, NodeConfig, load_config
 from node.genesis import Genesis, GenesisError, load_genesis, split_host_port
 from node.keys import KeyFileError, NodeKey, load_key
 from node.mempool import Mempool
+from node.runtime import NodeRuntime
 from node.store import LedgerStore, StoreError
 
 log = logging.getLogger("crosstrace.daemon")
@@ -133,24 +135,48 @@ async def serve(
             max_share=config.mempool.max_per_member,
         )
         runtime = build_runtime(files.index, genesis, files.key.signer(), store, transport, mempool)
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(transport.run)
-            await nursery.start(runtime.run)
-            log.info(
-                "member %s (%d of %d) of chain %s started: height %d, p2p port %d",
-                genesis.members[files.index].name,
-                files.index,
-                genesis.membership().n,
-                genesis.chain_id,
-                runtime.height,
-                port,
-            )
-            task_status.started(port)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("%s received: shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+        try:
+            await _run_node(files, store, transport, runtime, task_status)
+        except* StartupError as group:
+            # Raised inside the nursery, so it arrives wrapped; the CLI wants the one line.
+            raise group.exceptions[0] from None
         log.info("stopped cleanly at height %d", store.tip()[0])
     finally:
         store.close()
+
+
+async def _run_node(
+    files: NodeFiles,
+    store: LedgerStore,
+    transport: TcpTransport,
+    runtime: NodeRuntime,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    config, genesis = files.config, files.genesis
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(transport.run)
+        await nursery.start(runtime.run)
+        api_host, api_port = split_host_port(config.api.listen, allow_port_zero=True)
+        try:
+            api_port = await nursery.start(
+                serve_api, build_app(runtime, store, genesis), api_host, api_port
+            )
+        except OSError as exc:
+            raise StartupError(str(exc)) from None
+        log.info(
+            "member %s (%d of %d) of chain %s started: height %d, p2p port %d, API http://%s:%d",
+            genesis.members[files.index].name,
+            files.index,
+            genesis.membership().n,
+            genesis.chain_id,
+            runtime.height,
+            port,
+            api_host,
+            api_port,
+        )
+        task_status.started(port)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s received: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ from consensus.replica import Replica
 from net.transport import Transport
 from net.wire import TxGossip
 from node.application import Application
+from node.latency import LatencyHistogram
 from node.ledger import Ledger
 from node.mempool import Mempool
 from node.store_layout import BlockIndex
@@ -91,7 +93,10 @@ class RuntimeStats:
     blocks_committed: int = 0
     txs_committed: int = 0
     equivocations: int = 0
-    commit_latency_ms: list[float] = field(default_factory=list)
+    # Every latency goes into the histogram (constant memory); the most recent samples
+    # are also kept as they are, for benchmarks and tests.
+    commit_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    commit_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 class NodeRuntime:
@@ -378,7 +383,9 @@ class NodeRuntime:
             for tx_id in tx_ids:
                 started = self._submitted_at.pop(tx_id, None)
                 if started is not None:
-                    self.stats.commit_latency_ms.append((now - started) * 1000)
+                    latency_ms = (now - started) * 1000
+                    self.stats.commit_latency.observe(latency_ms)
+                    self.stats.commit_latency_ms.append(latency_ms)
                 waiter = self._waiters.pop(tx_id, None)
                 if waiter is not None:
                     waiter.set()

@@ -20,13 +20,40 @@ from cli import main
 EXE = str(Path(sys.executable).parent / "crosstrace")
 
 
-def make_testnet(tmp_path: Path) -> Path:
-    base = 20000 + random.Random(os.getpid()).randrange(0, 20000)
+def make_testnet(tmp_path: Path) -> tuple[Path, int]:
+    base = 20000 + random.Random(f"{os.getpid()}/{tmp_path}").randrange(0, 19000)
     result = CliRunner().invoke(
-        main, ["testnet", str(tmp_path / "net"), "--p2p-port", str(base), "--api-port", "9"]
+        main,
+        ["testnet", str(tmp_path / "net"), "--p2p-port", str(base), "--api-port", str(base + 500)],
     )
     assert result.exit_code == 0, result.output
-    return tmp_path / "net"
+    return tmp_path / "net", base + 500
+
+
+def signed_reports(home: Path, count: int) -> list[str]:
+    from node.genesis import load_genesis
+    from node.keys import load_key
+    from node.pseudonym import entity_ref
+    from node.transactions import encode_tx, make_tx
+    from node.tx_kinds import Report
+
+    genesis = load_genesis(home / "genesis.json")
+    signer = load_key(home / "node_key.json", None).signer()
+    member = next(m for m in genesis.members if m.public_key == signer.public_key)
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(count):
+        body = Report(
+            subject=entity_ref(bytes(32), "phone", f"+86 138 0013 {i:04d}"),
+            category="fraud_call",
+            attributes=(),
+            case_id=None,
+            observed_ms=now - 1000,
+            details_commitment=None,
+        )
+        tx = make_tx(signer, genesis.chain_id, member.name, "report", body, i + 1, now)
+        out.append(encode_tx(tx).hex())
+    return out
 
 
 def wait_for(path: Path, text: str, timeout: float = 20) -> str:
@@ -40,8 +67,12 @@ def wait_for(path: Path, text: str, timeout: float = 20) -> str:
 
 
 @pytest.mark.timeout(90)
-def test_four_daemons_connect_and_stop_cleanly_on_sigterm(tmp_path: Path) -> None:
-    net = make_testnet(tmp_path)
+def test_four_daemons_commit_through_the_api_and_stop_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    net, api_base = make_testnet(tmp_path)
     procs = []
     logs = []
     try:
@@ -61,18 +92,50 @@ def test_four_daemons_connect_and_stop_cleanly_on_sigterm(tmp_path: Path) -> Non
             for j in range(4):
                 if j != i:
                     wait_for(log, f"member {i}: connected to member {j}")
+        txs = signed_reports(net / "node1", 50)
+        with httpx.Client(timeout=30) as client:
+            answer = client.post(
+                f"http://127.0.0.1:{api_base}/txs?wait=true&timeout=20", json={"txs": txs}
+            )
+            assert answer.status_code == 200, answer.text
+            heights = []
+            for i in range(4):
+                for _ in range(200):
+                    status = client.get(f"http://127.0.0.1:{api_base + i}/status").json()
+                    if status["height"] >= 1:
+                        break
+                    time.sleep(0.05)
+                heights.append(status["height"])
+                assert all(p["connected"] for p in status["peers"]), status
+            metrics = client.get(f"http://127.0.0.1:{api_base}/metrics").text
+            assert "crosstrace_txs_committed_total 50" in metrics
+        assert min(heights) >= 1
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             assert proc.wait(timeout=20) == 0
-        for log in logs:
+        tips = set()
+        for i, log in enumerate(logs):
             lines = [json.loads(line) for line in log.read_text().splitlines()]
-            assert lines[-1]["message"] == "stopped cleanly at height 0"
+            assert lines[-1]["message"].startswith("stopped cleanly at height ")
             assert all(line["level"] in {"info", "warning"} for line in lines)
+            tips.add(lines[-1]["message"])
+            verified = CliRunner().invoke(
+                main,
+                [
+                    "verify-ledger",
+                    str(net / f"node{i}" / "data"),
+                    "--genesis",
+                    str(net / f"node{i}" / "genesis.json"),
+                    "-q",
+                ],
+            )
+            assert verified.exit_code == 0, verified.output
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+            proc.wait(timeout=10)
 
 
 def start_once(home: Path) -> subprocess.CompletedProcess[str]:
@@ -82,7 +145,7 @@ def start_once(home: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_start_up_mistakes_are_one_clear_line(tmp_path: Path) -> None:
-    net = make_testnet(tmp_path)
+    net, _ = make_testnet(tmp_path)
     home = net / "node1"
     config = (home / "config.toml").read_text()
 
