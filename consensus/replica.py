@@ -84,12 +84,15 @@ class Replica(ReplicaCore):
         self._try_new_view()
 
     def _start_view_change_timer(self) -> None:
-        """PBFT starts the timer for a new view only once a quorum asks for that view.
-        A replica alone in a higher view then waits for the others instead of racing
-        ahead on its own timer, so honest replicas cannot leapfrog each other forever."""
+        """PBFT starts the timer for a new view only once a quorum asks for it. A
+        replica alone in a higher view then waits for the others instead of racing
+        ahead on its own timer, so honest replicas cannot leapfrog each other forever.
+        A member asking for a later view counts too: it has left this one as well, and
+        a replica whose primary is dead must be able to follow it (fuzz schedule 1598)."""
         if self.view_active or self.vc_timer_view == self.view:
             return
-        if len(self.view_changes.get(self.view, {})) < self.m.quorum:
+        asking = {s for v, by in self.view_changes.items() if v >= self.view for s in by}
+        if len(asking) < self.m.quorum:
             return
         self.vc_timer_view = self.view
         self._set_timer(Timer.VIEW_CHANGE, self._view_change_timeout())

@@ -238,3 +238,27 @@ def test_a_fixed_sweep_of_random_schedules(number: int) -> None:
 
     result = run_plan(random_schedule(number))
     assert result.safe, summary(result)
+
+
+def test_regression_dead_primary_and_a_member_already_in_the_next_view() -> None:
+    """Found by ``crosstrace simulate --explore`` (schedule 1598): after partitions and
+    crashes two replicas waited in view 1, whose primary is silent, for a quorum asking
+    for view 1 that could not come: the third honest member had lost its request in a
+    crash and already asked for view 2. Their timers never started, so they never
+    followed it. Fixed: a member asking for a later view counts towards the quorum that
+    starts the view-change timer."""
+    plan = FaultPlan(
+        nodes=4,
+        blocks=19,
+        seed=1598,
+        drop_rate=0.01,
+        duplicate_rate=0.1,
+        byzantine=(Byzantine(1, "silent"),),
+        partitions=(
+            Partition(508, 4053, ((1, 2), (3,), (0,))),
+            Partition(5071, 9431, ((3,), (0, 1, 2))),
+            Partition(11124, 15483, ((2,), (0,), (1, 3))),
+        ),
+        crashes=(Crash(0, 3915, 635), Crash(2, 2681, 2844)),
+    )
+    assert_safe_and_live(plan)
