@@ -64,6 +64,8 @@ SERVE_QUEUE = 16
 MAX_EVENTS_PER_ROUND = 512
 GOSSIP_BATCH = 256
 COMPACT_EVERY_RECORDS = 20_000
+MEMPOOL_TTL_MS = 10 * 60 * 1000
+EXPIRY_CHECK_S = 1.0
 
 
 _MEMPOOL_REFUSALS = {
@@ -112,6 +114,7 @@ class NodeRuntime:
         application: Application,
         mempool: Mempool,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        mempool_ttl_ms: int = MEMPOOL_TTL_MS,
     ) -> None:
         self.member = member
         self.signer = signer
@@ -122,6 +125,7 @@ class NodeRuntime:
         self.app = application
         self.mempool = mempool
         self.clock_ms = clock_ms
+        self.mempool_ttl_ms = mempool_ttl_ms
         self.stats = RuntimeStats()
         self.durable = DurableState()
         self._durable_records = 0
@@ -150,6 +154,7 @@ class NodeRuntime:
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._serve_loop)
             nursery.start_soon(self._gossip_loop)
+            nursery.start_soon(self._expiry_loop)
             self.started.set()
             task_status.started()
             await self._drive()
@@ -267,6 +272,19 @@ class NodeRuntime:
             added = self.mempool.add(validated.tx_id, validated.tx.member, tx_bytes, now)
             if added.accepted:
                 await self._events_in.send(RequestArrived(tx_bytes))
+
+    async def _expiry_loop(self) -> None:
+        """Drop transactions that waited too long (never proposed, or stranded by a
+        client that went away mid-submission), so the mempool cannot silt up."""
+        while True:
+            await trio.sleep(EXPIRY_CHECK_S)
+            expired = self.mempool.expire(self.clock_ms(), self.mempool_ttl_ms)
+            if expired:
+                log.info(
+                    "%d transactions left the mempool unconfirmed after %d s",
+                    len(expired),
+                    self.mempool_ttl_ms // 1000,
+                )
 
     async def _gossip_loop(self) -> None:
         while True:

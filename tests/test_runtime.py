@@ -328,3 +328,21 @@ async def test_a_client_that_gives_up_waiting_leaves_nothing_behind(tmp_path: Pa
 def flip_last_bit(data: bytes) -> bytes:
     """Always a different signature (overwriting a byte could write the same value)."""
     return data[:-1] + bytes([data[-1] ^ 1])
+
+
+async def test_stranded_mempool_entries_expire(tmp_path: Path) -> None:
+    import time
+
+    cluster = make_cluster(tmp_path)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            runtime = cluster.runtime(0)
+            runtime.mempool_ttl_ms = 200
+            now = int(time.time() * 1000)
+            # As if a client went away between admission and the hand-over to consensus.
+            assert runtime.mempool.add(bytes(32), "bank-1", b"x" * 100, now).accepted
+            while len(runtime.mempool):  # noqa: ASYNC110 (the pool has no event to wait on)
+                await trio.sleep(0.05)
+            await cluster.stop()
+            nursery.cancel_scope.cancel()
