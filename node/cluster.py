@@ -18,12 +18,9 @@ from net.transport import MemoryHub, Transport
 from node.application import Application
 from node.genesis import Genesis, GenesisConsensus, Member, assemble_genesis
 from node.mempool import Mempool
+from node.provision import local_member_layout
 from node.runtime import NodeRuntime
 from node.store import LedgerStore
-
-INSTITUTIONS = ("police", "bank", "telecom", "bank", "telecom", "utility")
-ALL_ROLES = ("reporter", "investigator", "approver", "auditor")
-PARTNER_ROLES = ("reporter", "approver")
 
 
 def local_seed(chain_id: str, index: int) -> bytes:
@@ -44,12 +41,12 @@ def local_genesis(
     signers = [local_signer(chain_id, i) for i in range(n)]
     members = []
     for i, signer in enumerate(signers):
-        institution = INSTITUTIONS[i % len(INSTITUTIONS)]
+        institution, roles = local_member_layout(i)
         members.append(
             Member(
                 name=f"{institution}-{i}",
                 institution=institution,
-                roles=ALL_ROLES if institution == "police" else PARTNER_ROLES,
+                roles=roles,
                 public_key=signer.public_key,
                 address=f"127.0.0.1:{base_port + i}",
             )

@@ -29,6 +29,17 @@ DESCRIPTOR_FILE = "member.json"
 GENESIS_FILE = "genesis.json"
 
 
+# The layout of a local consortium: member i's institution, and the roles it gets.
+LOCAL_INSTITUTIONS = ("police", "bank", "telecom", "bank", "telecom", "utility")
+POLICE_ROLES = ("reporter", "investigator", "approver", "auditor")
+PARTNER_ROLES = ("reporter", "approver", "auditor")
+
+
+def local_member_layout(index: int) -> tuple[str, tuple[str, ...]]:
+    institution = LOCAL_INSTITUTIONS[index % len(LOCAL_INSTITUTIONS)]
+    return institution, POLICE_ROLES if institution == "police" else PARTNER_ROLES
+
+
 class ProvisionError(ValueError):
     """A home directory that cannot be created as asked; the message says why."""
 
@@ -95,15 +106,9 @@ def make_testnet(
         raise ProvisionError(f"a local consortium has 4 to 64 members, not {nodes}")
     if base.exists() and any(base.iterdir()):
         raise ProvisionError(f"{base} is not empty; choose a new directory")
-    institutions = ["police", "bank", "telecom", "bank", "telecom", "utility"]
     homes = []
     for i in range(nodes):
-        institution = institutions[i % len(institutions)]
-        roles = (
-            ("reporter", "investigator", "approver", "auditor")
-            if institution == "police"
-            else ("reporter", "approver", "auditor")
-        )
+        institution, roles = local_member_layout(i)
         homes.append(
             init_member(
                 base / f"node{i}",
