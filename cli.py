@@ -399,3 +399,18 @@ def start(home: Path, passphrase_file: Path | None) -> None:
         trio.run(serve, files)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _register_operator_commands() -> None:
+    # Defined beside the code they drive, one module per concern, to keep this file short.
+    from node.commands_cluster import cluster, demo
+    from node.commands_operator import peers, status, submit
+
+    for command in (status, peers, submit, cluster, demo):
+        main.add_command(command)
+
+
+_register_operator_commands()
+
+if __name__ == "__main__":
+    main()
