@@ -152,6 +152,12 @@ def up(
     report: Callable[[str], None] = lambda line: None,
 ) -> list[NodeProcess]:
     nodes = member_homes(directory)
+    # Every config is read before anything starts: a mistake stops the command before
+    # it leaves half a consortium running.
+    try:
+        urls = {node: api_url_of_home(node.home) for node in nodes}
+    except ApiClientError as exc:
+        raise ClusterError(str(exc)) from None
     started: list[tuple[NodeProcess, int]] = []
     for node in nodes:
         pid = node.pid()
@@ -163,7 +169,7 @@ def up(
         report(f"{node.name}: started (pid {pid}), log {node.log_file}")
     deadline = time.monotonic() + timeout_s
     for node, pid in started:
-        url = api_url_of_home(node.home)
+        url = urls[node]
         with ApiClient(url, timeout_s=2.0) as client:
             while True:
                 if not process_alive(pid):

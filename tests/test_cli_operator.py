@@ -1,0 +1,223 @@
+"""The operator commands against real node processes: ``cluster up|down|status``,
+``status``, ``peers``, ``submit`` and ``demo``, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cli import main
+from node import processes
+
+
+def free_base(tmp_path: Path) -> int:
+    return 20000 + random.Random(f"{os.getpid()}/{tmp_path}").randrange(0, 19000)
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def make_net(tmp_path: Path) -> tuple[Path, int]:
+    base = free_base(tmp_path)
+    net = tmp_path / "net"
+    result = run("testnet", str(net), "--p2p-port", str(base), "--api-port", str(base + 500))
+    assert result.exit_code == 0, result.output
+    return net, base + 500
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    net, api = make_net(tmp_path)
+    try:
+        result = run("cluster", "up", str(net))
+        assert result.exit_code == 0, result.output
+        yield net, api
+    finally:
+        processes.down(net, timeout_s=10)
+
+
+def error_line(result: Result) -> str:
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.timeout(90)
+def test_a_running_cluster_is_driven_from_the_command_line(running: tuple[Path, int]) -> None:
+    net, api = running
+    again = run("cluster", "up", str(net))
+    assert again.exit_code == 0
+    assert again.output.count("already running") == 4
+
+    committed = run(
+        "submit",
+        "--home",
+        str(net / "node1"),
+        "report",
+        "phone:+86 138 0013 8000",
+        "--category",
+        "fraud_call",
+        "--attr",
+        "channel=voice",
+    )
+    assert committed.exit_code == 0, committed.output
+    assert re.fullmatch(r"[0-9a-f]{64}  committed at height \d+\n", committed.output)
+
+    linked = run(
+        "submit",
+        "--home",
+        str(net / "node2"),
+        "link",
+        "phone:+8613800138000",
+        "account:DE89370400440532013000",
+        "--relation",
+        "uses",
+    )
+    assert linked.exit_code == 0, linked.output
+    samples = run("submit", "--home", str(net / "node3"), "sample", "--count", "5")
+    assert samples.exit_code == 0, samples.output
+    assert samples.output.count("committed at height") == 5
+
+    status = run("status", "--home", str(net / "node0"))
+    assert status.exit_code == 0, status.output
+    assert "member   police-0 (#0) of chain local" in status.output
+    assert "peers    3 of 3 connected" in status.output
+    as_json = json.loads(run("status", "--url", f"http://127.0.0.1:{api}", "--json").output)
+    assert as_json["height"] >= 2
+    assert as_json["member"]["index"] == 0
+
+    peers = run("peers", "--home", str(net / "node2"))
+    assert peers.exit_code == 0, peers.output
+    assert len(re.findall(r" up \((inbound|outbound)\)", peers.output)) == 3
+
+    table = run("cluster", "status", str(net))
+    assert table.exit_code == 0, table.output
+    rows = table.output.strip().splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["node0", "node1", "node2", "node3"]
+    assert all(" 3/3 " in row for row in rows), table.output
+
+    stopped = run("cluster", "down", str(net))
+    assert stopped.exit_code == 0, stopped.output
+    assert stopped.output.count(": stopped (pid ") == 4
+    for i in range(4):
+        assert not (net / f"node{i}" / "node.pid").exists()
+        log_lines = (net / f"node{i}" / "node.log").read_text().strip().splitlines()
+        assert json.loads(log_lines[-1])["message"].startswith("stopped cleanly at height ")
+    after = run("cluster", "status", str(net))
+    assert after.exit_code == 1
+    assert after.output.count("not running") == 4
+    unreachable = run("status", "--home", str(net / "node0"))
+    assert unreachable.exit_code == 1
+    assert "no node answers at http://127.0.0.1:" in error_line(unreachable)
+
+
+@pytest.mark.timeout(90)
+def test_submit_refuses_bad_input_with_one_line(running: tuple[Path, int]) -> None:
+    net, _ = running
+    home = str(net / "node1")
+    cases = [
+        (["report", "phone:12", "--category", "fraud_call"], "not a valid phone number"),
+        (["report", "gsm:+8613800138000", "--category", "fraud_call"], "unknown entity type"),
+        (["report", "+8613800138000", "--category", "fraud_call"], "an entity is TYPE:VALUE"),
+        (["report", "phone:+8613800138000", "--category", "arson"], "unknown category"),
+        (["report", "phone:+8613800138000", "--category", "other", "--attr", "X=1"], "lower-case"),
+        (["link", "phone:+8613800138000", "phone:+86 138 0013 8000", "--relation", "uses"], "two"),
+        (["link", "phone:+8613800138000", "ip:10.0.0.1", "--relation", "likes"], "relation"),
+    ]
+    for args, expected in cases:
+        result = run("submit", "--home", home, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert expected in error_line(result), (args, result.output)
+    missing_category = run("submit", "--home", home, "report", "phone:+8613800138000")
+    assert missing_category.exit_code == 2  # a usage error, from click
+    no_member = run("submit", "--home", str(net), "sample")
+    assert no_member.exit_code == 1
+    assert "config.toml" in error_line(no_member)
+
+
+def test_operator_commands_without_a_node_fail_with_one_line(tmp_path: Path) -> None:
+    net, _ = make_net(tmp_path)
+    status = run("status", "--home", str(net / "node0"))
+    assert status.exit_code == 1
+    assert "is it running?" in error_line(status)
+    neither = run("status")
+    assert neither.exit_code == 2
+    assert "give --home DIR or --url URL" in neither.output
+    missing = run("cluster", "up", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 1
+    assert "no such directory" in error_line(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_homes = run("cluster", "status", str(empty))
+    assert no_homes.exit_code == 1
+    assert "holds no member homes" in error_line(no_homes)
+    (net / "node2" / "node.pid").write_text("not a pid\n")
+    garbled = run("cluster", "status", str(net))
+    assert garbled.exit_code == 1
+    assert "node.pid: not a process id" in error_line(garbled)
+    # A pid file naming a process that is gone is stale: removed, the node not running.
+    (net / "node2" / "node.pid").write_text("999999999\n")
+    stale = run("cluster", "status", str(net))
+    assert stale.exit_code == 1
+    assert stale.output.count("not running") == 4
+    assert not (net / "node2" / "node.pid").exists()
+    down = run("cluster", "down", str(net))
+    assert down.exit_code == 0
+    assert down.output.count("not running") == 4
+
+
+@pytest.mark.timeout(60)
+def test_cluster_up_reports_a_node_that_dies_at_start_up(tmp_path: Path) -> None:
+    net, _ = make_net(tmp_path)
+    (net / "node3" / "genesis.json").write_text("{not json")
+    try:
+        result = run("cluster", "up", str(net), "--timeout", "20")
+        assert result.exit_code == 1
+        assert "node3 exited during start-up; its log ends: Error: " in result.output
+        assert "genesis.json" in result.output
+        assert "node2: API ready" in result.output  # the others did start
+    finally:
+        processes.down(net, timeout_s=10)
+
+
+def test_cluster_up_checks_every_config_before_starting_anything(tmp_path: Path) -> None:
+    net, _ = make_net(tmp_path)
+    config = net / "node3" / "config.toml"
+    config.write_text(config.read_text().replace('level = "info"', 'level = "loud"'))
+    result = run("cluster", "up", str(net))
+    assert result.exit_code == 1
+    assert "node3/config.toml: log.level: expected one of" in error_line(result)
+    assert not any((net / f"node{i}" / "node.pid").exists() for i in range(4))
+
+
+@pytest.mark.timeout(90)
+def test_demo_starts_a_consortium_and_shows_the_commits_on_every_node(tmp_path: Path) -> None:
+    base = free_base(tmp_path)
+    net = tmp_path / "demo"
+    args = ["demo", str(net), "--txs", "7", "--p2p-port", str(base), "--api-port", str(base + 500)]
+    try:
+        first = run(*args)
+        assert first.exit_code == 0, first.output
+        assert "created a local consortium of 4 members" in first.output
+        assert "7 committed in " in first.output
+        assert "all 4 nodes hold the same block" in first.output
+        assert f"crosstrace cluster down {net}" in first.output
+        rows = [line for line in first.output.splitlines() if line.startswith("http://")]
+        assert len(rows) == 4
+        assert len({row.split()[-1] for row in rows}) == 1  # one block hash
+        # Run again: the consortium exists and runs; the demo reuses it.
+        second = run(*args)
+        assert second.exit_code == 0, second.output
+        assert "created" not in second.output
+        assert second.output.count("already running") == 4
+    finally:
+        processes.down(net, timeout_s=10)
