@@ -130,6 +130,8 @@ class ReplicaCore:
         self.vc_attempts = 0
         self.vc_timer_view: int | None = None
         self.request_timer_target: bytes | None = None
+        # Whether a block was executed since the request timer was last set.
+        self.progress_since_request_timer = False
         self.batch_timer_set = False
         self.executed_at_heartbeat = self.executed
         self.status_of: dict[int, Status] = {}
@@ -304,6 +306,7 @@ class ReplicaCore:
                 self._emit(CancelTimer(Timer.REQUEST))
         elif self.request_timer_target is None:
             self.request_timer_target = oldest
+            self.progress_since_request_timer = False
             self._set_timer(Timer.REQUEST, self._view_change_timeout())
 
     def _on_request_timeout(self) -> None:
@@ -311,8 +314,18 @@ class ReplicaCore:
         if not self.view_active:
             return
         if target is not None and target in self.requests.pending:
-            # The oldest request waited a whole timeout: the primary is silent,
-            # censoring, equivocating or cut off. Replace it.
+            waited_ms = self.now - self.requests.pending[target].arrived_ms
+            if self.progress_since_request_timer and waited_ms < self.p.max_view_timeout_ms:
+                # Blocks commit, only not this request yet: a primary with a backlog
+                # is slow, not faulty, and replacing it would only add a view change
+                # to the backlog. The bound keeps a primary that censors one request
+                # from doing so for longer than max_view_timeout_ms.
+                self.request_timer_target = target
+                self.progress_since_request_timer = False
+                self._set_timer(Timer.REQUEST, self._view_change_timeout())
+                return
+            # The oldest request waited a whole timeout with no progress at all (or
+            # too long): the primary is silent, censoring, equivocating or cut off.
             self._start_view_change(self.view + 1)
         else:
             self._arm_request_timer()
@@ -482,6 +495,7 @@ class ReplicaCore:
             self.block_hashes[self.executed] = self.last_hash
             self.requests.committed(request_id(tx) for tx in batch.txs)
             progressed = True
+            self.progress_since_request_timer = True
             if self.executed % self.p.checkpoint_interval == 0:
                 self._send_checkpoint()
         if not progressed:

@@ -118,16 +118,42 @@ def test_censoring_primary_is_replaced_even_while_it_commits_other_requests() ->
     h.step(1, RequestArrived(censored))
     h.step(2, RequestArrived(censored))
     h.step(3, RequestArrived(censored))
-    commit_round(h, [b"other-1"])  # the primary never hears of the censored request
-    assert h.heights() == [1, 1, 1, 1]
-    for i in (1, 2, 3):
-        h.fire(i, Timer.REQUEST)  # oldest pending request is the censored one
-    h.deliver()
+    rounds = 0
+    # The primary never hears of the censored request but commits a block in every
+    # timeout: the backups bear with it, as with a primary that has a backlog, until
+    # the request has waited max_view_timeout_ms; then they replace it.
+    while h.replicas[1].view == 0:
+        rounds += 1
+        assert rounds < 200
+        commit_round(h, [f"other-{rounds}".encode()])
+        assert h.heights() == [rounds] * 4
+        for i in (1, 2, 3):
+            h.fire(i, Timer.REQUEST)  # oldest pending request is the censored one
+        h.deliver()
+        if h.now < PARAMS.max_view_timeout_ms:
+            assert [r.view for r in h.replicas] == [0, 0, 0, 0], h.now
+    assert PARAMS.max_view_timeout_ms <= h.now <= PARAMS.max_view_timeout_ms + 2 * (
+        PARAMS.view_timeout_ms
+    )
     assert all(r.view == 1 for r in h.replicas[1:])
     if Timer.BATCH in h.timers[1]:
         h.fire(1, Timer.BATCH)
     h.deliver()
     assert any(censored in b.txs for b, _ in h.ledgers[2])
+
+
+def test_a_primary_that_commits_nothing_in_a_timeout_is_replaced_at_once() -> None:
+    h = Harness()
+    commit_round(h, [b"early"])
+    armed_at = h.now
+    h.step(1, RequestArrived(b"late"))
+    h.step(2, RequestArrived(b"late"))
+    h.step(3, RequestArrived(b"late"))
+    for i in (1, 2, 3):
+        h.fire(i, Timer.REQUEST)  # progress came before the timer was set: none since
+    h.deliver()
+    assert h.now == armed_at + PARAMS.view_timeout_ms
+    assert all(r.view == 1 for r in h.replicas[1:])
 
 
 def test_equivocating_primary_is_reported_replaced_and_nothing_conflicting_commits() -> None:
