@@ -403,10 +403,11 @@ def start(home: Path, passphrase_file: Path | None) -> None:
 
 def _register_operator_commands() -> None:
     # Defined beside the code they drive, one module per concern, to keep this file short.
+    from node.commands_bench import bench
     from node.commands_cluster import cluster, demo
     from node.commands_operator import peers, status, submit
 
-    for command in (status, peers, submit, cluster, demo):
+    for command in (status, peers, submit, cluster, demo, bench):
         main.add_command(command)
 
 

@@ -114,12 +114,14 @@ def node_command(home: Path) -> list[str]:
     return [sys.executable, "-m", "cli", "start", "--home", str(home)]
 
 
-def spawn(node: NodeProcess) -> int:
+def spawn(node: NodeProcess, command: Sequence[str] | None = None) -> int:
+    """Start the node (or ``command``, e.g. the node under a profiler) in the background."""
+    argv = list(command) if command is not None else node_command(node.home)
     log_fd = os.open(node.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         pid = os.posix_spawn(
-            node_command(node.home)[0],
-            node_command(node.home),
+            argv[0],
+            argv,
             dict(os.environ),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -167,6 +169,19 @@ def up(
         pid = spawn(node)
         started.append((node, pid))
         report(f"{node.name}: started (pid {pid}), log {node.log_file}")
+    wait_ready(started, urls, timeout_s=timeout_s, report=report)
+    return nodes
+
+
+def wait_ready(
+    started: Sequence[tuple[NodeProcess, int]],
+    urls: dict[NodeProcess, str],
+    *,
+    timeout_s: float = START_TIMEOUT_S,
+    report: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Wait until each started node's API answers; a node that exits instead is an error
+    quoting the last line of its log (the daemon's one-line reason)."""
     deadline = time.monotonic() + timeout_s
     for node, pid in started:
         url = urls[node]
@@ -189,7 +204,6 @@ def up(
                         ) from None
                     time.sleep(_POLL_S)
         report(f"{node.name}: API ready at {url}")
-    return nodes
 
 
 def down(
