@@ -307,7 +307,9 @@ def _check_body(tx: Transaction, body: Body, ctx: TxContext) -> None:
             )
         # Control characters would let a submitter forge lines in logs and audits, and
         # invisible format characters (zero-width space) would slip digits past the scan.
-        if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        # isprintable() is False for every Cc and Cf character (and a few more), so
+        # the common printable string skips the per-character look-up.
+        if not text.isprintable() and any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
             raise TxRejected(RejectCode.BAD_BODY, f"{path} contains control characters")
     latest = tx.time_ms + ctx.max_skew_ms
     if isinstance(body, Report | Link) and body.observed_ms > latest:

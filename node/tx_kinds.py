@@ -212,6 +212,8 @@ def body_strings(obj: Any, path: str) -> Iterator[tuple[str, str]]:
 # written with thousands separators, and hex digests belong in commitment fields.
 
 _MIN_DIGITS = 7
+# An IBAN is at least 15 characters (2 letters, 2 digits, 11 more), a MAC address 17.
+_SHORTEST_PATTERN = 15
 # Digits joined by up to two spaces, dashes or parentheses: "138 0013 8000",
 # "(010) 6234-5678". Dots are not joiners, or every decimal amount would match.
 _DIGIT_GROUP = re.compile(r"\d(?:[ \-()]{0,2}\d)*")
@@ -229,6 +231,18 @@ def find_raw_identifier(text: str, structured: bool = False) -> str | None:
     ``structured`` is for identifiers such as case ids, where dash-separated digit
     groups ("HZ-2024-0001") are the norm: only unbroken digit runs count there.
     """
+    if (
+        len(text) < _SHORTEST_PATTERN
+        and text.isascii()  # NFKC could turn other characters into digits or "@"
+        and "@" not in text
+        and sum(c.isdigit() for c in text) < _MIN_DIGITS
+    ):
+        return None  # too short for a MAC or an IBAN, no email, too few digits
+    return scan_for_raw_identifier(text, structured)
+
+
+def scan_for_raw_identifier(text: str, structured: bool = False) -> str | None:
+    """``find_raw_identifier`` without its shortcut for short strings."""
     text = unicodedata.normalize("NFKC", text)
     if _EMAIL.search(text):
         return "an email address"

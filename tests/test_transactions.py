@@ -44,6 +44,7 @@ from node.tx_kinds import (
     Link,
     Report,
     find_raw_identifier,
+    scan_for_raw_identifier,
 )
 
 CHAIN = "crosstrace-test"
@@ -475,6 +476,15 @@ def test_detector_finds(text: str) -> None:
 @pytest.mark.parametrize("text", NEGATIVE)
 def test_detector_passes(text: str) -> None:
     assert find_raw_identifier(text) is None
+
+
+@given(
+    st.text(alphabet="0123456789abcdefABXZ @:-()./\u2460\uff10\uff20", max_size=24),
+    st.booleans(),
+)
+@settings(max_examples=500)
+def test_the_short_string_shortcut_never_changes_the_verdict(text: str, structured: bool) -> None:
+    assert find_raw_identifier(text, structured) == scan_for_raw_identifier(text, structured)
 
 
 def test_detector_structured_mode_allows_dashed_case_ids() -> None:
