@@ -51,10 +51,26 @@ def _meta(
     return {"help": help, "range": range, "gt": gt, "choices": choices, "kind": kind}
 
 
+def _check_peer_addresses(where: str, value: Any) -> dict[str, str]:
+    """A table of member name -> ``host:port``, copied so the caller's dict can't alter it."""
+    if not isinstance(value, dict):
+        raise ConfigError(f'expected a table of member name = "host:port", got {value!r}', where)
+    for name, address in value.items():
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"expected a member name ({NAME_HELP})", f"{where}.{name}")
+        try:
+            split_host_port(address)
+        except ValueError as exc:
+            raise ConfigError(str(exc), f"{where}.{name}") from None
+    return dict(value)
+
+
 def _check_field(section: str, f: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     """The field's value, converted where lossless (int -> float, str -> Path), or raise."""
     where = f"{section}.{f.name}"
     meta = f.metadata
+    if meta["kind"] == "peer_addresses":
+        return _check_peer_addresses(where, value)
     if hint is bool:
         if type(value) is not bool:
             raise ConfigError(f"expected true or false, got {value!r}", where)
@@ -143,6 +159,16 @@ class P2PSection:
     send_queue: int = field(
         default=1024,
         metadata=_meta("Messages queued per peer before backpressure.", range=(1, 1 << 20)),
+    )
+    # A table, not a scalar: rendered as [p2p.peer_addresses] after the section's keys.
+    # Only the members after this one in the genesis are dialled by it (the lower index
+    # dials), so an entry for an earlier member has no effect; the daemon says so.
+    peer_addresses: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_meta(
+            'Member name = "host:port" to dial instead of its genesis address (NAT, proxy).',
+            kind="peer_addresses",
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -382,7 +408,17 @@ def render_config(cfg: NodeConfig) -> str:
     for f in dataclasses.fields(cfg):
         section = getattr(cfg, f.name)
         lines += ["", f"# {_SECTION_HELP[f.name]}", f"[{f.name}]"]
+        tables = []
         for sf in dataclasses.fields(section):
+            value = getattr(section, sf.name)
+            if isinstance(value, dict):
+                tables.append((sf, value))
+                continue
             lines.append(f"# {sf.metadata['help']}")
-            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+            lines.append(f"{sf.name} = {_toml_value(value)}")
+        # A table header ends the section's plain keys, so tables come last; an empty one
+        # is still written, as the place where an operator adds entries.
+        for sf, table in tables:
+            lines += [f"# {sf.metadata['help']}", f"[{f.name}.{sf.name}]"]
+            lines += [f"{_toml_string(k)} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"

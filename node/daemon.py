@@ -63,6 +63,17 @@ def load_node_files(config_path: Path, passphrase: str | None) -> NodeFiles:
             f"{config_path}: node.name {config.node.name!r} is not a member of chain "
             f"{genesis.chain_id!r}"
         )
+    for name in config.p2p.peer_addresses:
+        if genesis.member_by_name(name) is None:
+            raise StartupError(
+                f"{config_path}: p2p.peer_addresses.{name}: not a member of chain "
+                f"{genesis.chain_id!r}"
+            )
+        if name == member.name:
+            raise StartupError(
+                f"{config_path}: p2p.peer_addresses.{name}: this node itself; "
+                "it listens on p2p.listen"
+            )
     try:
         key = load_key(config.node.key_file, passphrase)
     except KeyFileError as exc:
@@ -75,6 +86,23 @@ def load_node_files(config_path: Path, passphrase: str | None) -> NodeFiles:
     index = genesis.member_index(key.public_key)
     assert index is not None
     return NodeFiles(config_path, config, genesis, key, index)
+
+
+def dial_addresses(files: NodeFiles) -> list[tuple[str, int]]:
+    """Where each member is reached: its genesis address unless ``p2p.peer_addresses``
+    overrides it (checked against the genesis by ``load_node_files``)."""
+    overrides = files.config.p2p.peer_addresses
+    addresses = []
+    for index, member in enumerate(files.genesis.members):
+        address = overrides.get(member.name, member.address)
+        if member.name in overrides and index < files.index:
+            log.warning(
+                "p2p.peer_addresses.%s is not used: member %s dials this node, not the reverse",
+                member.name,
+                member.name,
+            )
+        addresses.append(split_host_port(address))
+    return addresses
 
 
 class JsonFormatter(logging.Formatter):
@@ -112,16 +140,16 @@ async def serve(
             chain_id=genesis.chain_id,
             genesis_hash=genesis.hash(),
             map_size=config.storage.initial_map_size_mib * MIB,
+            sync=config.storage.sync,
         )
     except StoreError as exc:
         raise StartupError(str(exc)) from None
     try:
-        addresses = [split_host_port(m.address) for m in genesis.members]
         transport = TcpTransport(
             files.index,
             files.key.seed,
             genesis.membership(),
-            addresses,
+            dial_addresses(files),
             listen=split_host_port(config.p2p.listen, allow_port_zero=True),
             max_frame_bytes=MAX_MESSAGE_BYTES,
             handshake_timeout_s=config.p2p.handshake_timeout_s,

@@ -57,6 +57,7 @@ def test_defaults() -> None:
         data_dir=Path("data"),
     )
     assert cfg.p2p == P2PSection("127.0.0.1:7000", 64, 16, 5.0, 1024)
+    assert cfg.p2p.peer_addresses == {}
     assert cfg.api == ApiSection("127.0.0.1:8000")
     assert cfg.mempool == MempoolSection(50_000, 64 * MIB, 0.25)
     assert cfg.storage == StorageSection(64, True, False)
@@ -127,6 +128,104 @@ def test_paths_with_awkward_characters_render_safely(tmp_path: Path) -> None:
     assert parse_config(tomllib.loads(render_config(cfg))) == cfg
 
 
+def test_peer_addresses_table(tmp_path: Path) -> None:
+    text = (
+        NODE + '[p2p]\nlisten = "0.0.0.0:7000"\n[p2p.peer_addresses]\n'
+        '"telecom-2" = "10.8.0.2:7000"\n"utility.3" = "[fd00::3]:26656"\n'
+        'bank-1 = "partner.example.org:443"\n'
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.p2p.peer_addresses == {
+        "telecom-2": "10.8.0.2:7000",
+        "utility.3": "[fd00::3]:26656",
+        "bank-1": "partner.example.org:443",
+    }
+    assert cfg.p2p.listen == "0.0.0.0:7000"
+    rendered = render_config(cfg)
+    assert '[p2p.peer_addresses]\n"telecom-2" = "10.8.0.2:7000"\n' in rendered
+    assert load_config(write(tmp_path, rendered)) == cfg
+
+
+def test_peer_addresses_inline_table_and_copy(tmp_path: Path) -> None:
+    text = NODE + '[p2p]\npeer_addresses = { "bank-1" = "127.0.0.1:9001" }\n'
+    assert load_config(write(tmp_path, text)).p2p.peer_addresses == {"bank-1": "127.0.0.1:9001"}
+    mine = {"bank-1": "127.0.0.1:9001"}
+    section = P2PSection(peer_addresses=mine)
+    mine["bank-1"] = "nonsense"  # the section checked a copy; later edits cannot reach it
+    assert section.peer_addresses == {"bank-1": "127.0.0.1:9001"}
+
+
+def test_default_config_renders_an_empty_peer_addresses_table() -> None:
+    text = render_config(default_config("x"))
+    assert "\n[p2p.peer_addresses]\n\n# " in text  # empty, and the next section follows
+    assert tomllib.loads(text)["p2p"]["peer_addresses"] == {}
+
+
+def test_peer_addresses_checked_against_the_genesis(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from node.daemon import StartupError, dial_addresses, load_node_files
+    from node.provision import make_testnet
+
+    _, homes = make_testnet(tmp_path / "net", 4, p2p_base_port=7100, api_base_port=8100)
+    path = homes[1].path / "config.toml"
+    base = path.read_text()
+
+    def start_with(entries: str) -> str:
+        path.write_text(base.replace("[p2p.peer_addresses]\n", f"[p2p.peer_addresses]\n{entries}"))
+        with pytest.raises(StartupError) as info:
+            load_node_files(path, None)
+        return str(info.value)
+
+    names = [h.descriptor.name for h in homes]
+    assert start_with('nobody = "10.0.0.1:7000"\n') == (
+        f"{path}: p2p.peer_addresses.nobody: not a member of chain 'local'"
+    )
+    assert start_with(f'"{names[1]}" = "10.0.0.1:7000"\n') == (
+        f"{path}: p2p.peer_addresses.{names[1]}: this node itself; it listens on p2p.listen"
+    )
+    path.write_text(
+        base.replace(
+            "[p2p.peer_addresses]\n",
+            f'[p2p.peer_addresses]\n"{names[0]}" = "10.0.0.1:1"\n"{names[3]}" = "10.0.0.3:3"\n',
+        )
+    )
+    files = load_node_files(path, None)
+    assert dial_addresses(files) == [
+        ("10.0.0.1", 1),  # kept as written, though member 0 dials this node
+        ("127.0.0.1", 7101),
+        ("127.0.0.1", 7102),
+        ("10.0.0.3", 3),
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"p2p.peer_addresses.{names[0]} is not used: member {names[0]} dials this node, "
+        "not the reverse"
+    ]
+
+
+def test_unknown_peer_at_start_up_is_one_clear_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from node.provision import make_testnet
+
+    _, homes = make_testnet(tmp_path / "net", 4, p2p_base_port=7100, api_base_port=8100)
+    path = homes[2].path / "config.toml"
+    path.write_text(
+        path.read_text().replace(
+            "[p2p.peer_addresses]\n", '[p2p.peer_addresses]\n"bank-9" = "10.0.0.9:7000"\n'
+        )
+    )
+    exe = str(Path(sys.executable).parent / "crosstrace")
+    proc = subprocess.run(
+        [exe, "start", "--home", str(homes[2].path)], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: {path}: p2p.peer_addresses.bank-9: not a member of chain 'local'"
+    ]
+
+
 # ---- property: render and load are inverse ---------------------------------------------
 
 paths = st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s).map(Path)
@@ -158,6 +257,13 @@ def configs(draw: st.DrawFn) -> NodeConfig:
             max_unauthenticated=draw(st.integers(1, inbound)),
             handshake_timeout_s=draw(st.floats(0, 300, exclude_min=True)),
             send_queue=draw(st.integers(1, 1 << 20)),
+            peer_addresses=draw(
+                st.dictionaries(
+                    st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True),
+                    listen.filter(lambda a: not a.endswith(":0")),
+                    max_size=3,
+                )
+            ),
         ),
         api=ApiSection(listen=api_listen),
         mempool=MempoolSection(
@@ -301,6 +407,32 @@ NODE = '[node]\nname = "bank-a"\n'
             "log.level: expected one of debug, info, warning, error, got 'verbose'",
         ),
         ('[log]\nformat = "xml"\n', "log.format: expected one of json, text, got 'xml'"),
+        (
+            '[p2p.peer_addresses]\nbank-1 = "10.0.0.1"\n',
+            "p2p.peer_addresses.bank-1: expected host:port, got '10.0.0.1'",
+        ),
+        (
+            '[p2p.peer_addresses]\nbank-1 = "10.0.0.1:0"\n',
+            "p2p.peer_addresses.bank-1: port must be 1 to 65535, got 0 in '10.0.0.1:0'",
+        ),
+        (
+            "[p2p.peer_addresses]\nbank-1 = 7000\n",
+            "p2p.peer_addresses.bank-1: expected host:port, got int",
+        ),
+        (
+            '[p2p.peer_addresses]\n"Bank 1" = "10.0.0.1:7000"\n',
+            "p2p.peer_addresses.Bank 1: expected a member name (1 to 64 characters of "
+            "[a-z0-9._-] starting with a letter or digit)",
+        ),
+        (
+            '[p2p.peer_addresses.bank-1]\nhost = "10.0.0.1"\n',
+            "p2p.peer_addresses.bank-1: expected host:port, got dict",
+        ),
+        (
+            '[p2p]\npeer_addresses = "10.0.0.1:7000"\n',
+            'p2p.peer_addresses: expected a table of member name = "host:port", '
+            "got '10.0.0.1:7000'",
+        ),
         ("[log]\nlevel = 3\n", "log.level: expected a string, got 3"),
     ],
 )
