@@ -176,6 +176,11 @@ class MetricsCollector:
             ("peer_resets", "Send queues discarded because they were full.", stats.peer_resets),
             ("messages_undeliverable", "Frames with no connection to go to.", stats.undeliverable),
             ("messages_malformed", "Frames received that did not decode.", stats.malformed),
+            (
+                "gossip_shed",
+                "Gossip frames received but dropped: the sender's admission backlog was full.",
+                runtime.stats.gossip_shed,
+            ),
         ):
             out.one(f"crosstrace_{name}_total", "counter", help_text, value)
 

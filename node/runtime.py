@@ -9,7 +9,12 @@ receiving. Channels are bounded:
 * events (frames and submissions) -> replica: ``EVENT_QUEUE``; when full, the network
   receive task waits, which back-pressures peers (their queues to us fill and reset);
 * block requests -> block server: ``SERVE_QUEUE``; when full, the request is dropped
-  (the requester times out and asks another member).
+  (the requester times out and asks another member);
+* transaction gossip -> admission: ``GOSSIP_BACKLOG_BYTES`` per sending member; when
+  full, that member's gossip is dropped (gossip may be). Admission checks signatures,
+  far slower than reading a frame, so it runs in its own task, one frame per member in
+  turn: a member flooding bad gossip cannot hold up consensus messages or other
+  members' gossip (the primary learns of transactions submitted elsewhere only so).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ EVENT_QUEUE = 8192
 SERVE_QUEUE = 16
 MAX_EVENTS_PER_ROUND = 512
 GOSSIP_BATCH = 256
+GOSSIP_BACKLOG_BYTES = 4 * 1024 * 1024
 COMPACT_EVERY_RECORDS = 20_000
 MEMPOOL_TTL_MS = 10 * 60 * 1000
 EXPIRY_CHECK_S = 1.0
@@ -95,6 +101,7 @@ class RuntimeStats:
     blocks_committed: int = 0
     txs_committed: int = 0
     equivocations: int = 0
+    gossip_shed: int = 0  # gossip frames dropped on a member's full admission backlog
     # Every latency goes into the histogram (constant memory); the most recent samples
     # are also kept as they are, for benchmarks and tests.
     commit_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -136,6 +143,9 @@ class NodeRuntime:
             SERVE_QUEUE
         )
         self._gossip: list[bytes] = []
+        self._gossip_backlog: dict[int, deque[TxGossip]] = {}
+        self._gossip_backlog_bytes: dict[int, int] = {}
+        self._gossip_arrived = trio.Event()
         self._waiters: dict[bytes, trio.Event] = {}
         self._waiting: dict[bytes, int] = {}
         self._submitted_at: dict[bytes, float] = {}
@@ -154,6 +164,7 @@ class NodeRuntime:
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._serve_loop)
             nursery.start_soon(self._gossip_loop)
+            nursery.start_soon(self._admission_loop)
             nursery.start_soon(self._expiry_loop)
             self.started.set()
             task_status.started()
@@ -207,7 +218,9 @@ class NodeRuntime:
                 self._waiters.pop(tx_id, None)
 
     async def wait_height(self, height: int) -> None:
-        while self.height < height:
+        """Until blocks up to ``height`` are stored (consensus executes a block before
+        the worker thread has written it, so ``self.height`` may be ahead)."""
+        while self.ledger.tip()[0] < height:
             await self._height_changed.wait()
 
     # ------------------------------------------------------------------ start-up
@@ -250,7 +263,7 @@ class NodeRuntime:
             if not self.membership.is_member(src):
                 continue
             if isinstance(frame, TxGossip):
-                await self._admit_gossip(frame)
+                self._queue_gossip(src, frame)
             elif isinstance(frame, BlockRequest):
                 try:
                     self._serve_in.send_nowait((src, frame))
@@ -258,6 +271,28 @@ class NodeRuntime:
                     log.debug("block server busy; dropping a request from %d", src)
             else:
                 await self._events_in.send(MessageArrived(src, frame))
+
+    def _queue_gossip(self, src: int, gossip: TxGossip) -> None:
+        size = sum(len(tx) for tx in gossip.txs)
+        backlog = self._gossip_backlog.setdefault(src, deque())
+        held = self._gossip_backlog_bytes.get(src, 0)
+        if backlog and held + size > GOSSIP_BACKLOG_BYTES:
+            self.stats.gossip_shed += 1
+            return
+        backlog.append(gossip)
+        self._gossip_backlog_bytes[src] = held + size
+        self._gossip_arrived.set()
+
+    async def _admission_loop(self) -> None:
+        while True:
+            while not any(self._gossip_backlog.values()):
+                self._gossip_arrived = trio.Event()
+                await self._gossip_arrived.wait()
+            for src, backlog in list(self._gossip_backlog.items()):
+                if backlog:
+                    gossip = backlog.popleft()
+                    self._gossip_backlog_bytes[src] -= sum(len(tx) for tx in gossip.txs)
+                    await self._admit_gossip(gossip)
 
     async def _admit_gossip(self, gossip: TxGossip) -> None:
         now = self.clock_ms()
