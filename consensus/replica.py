@@ -256,11 +256,28 @@ class Replica(ReplicaCore):
             return
         self.status_of[status.sender] = status
         self.sync.observe(status.sender, status.height)
+        if status.height < self.low:
+            self._share_stable_proof(status.sender)
         behind_view = status.view > self.view or (status.view == self.view and not self.view_active)
         if status.view_active and behind_view:
             self._emit(Send(status.sender, self._sign(NewViewRequest, view=status.view)))
         if status.height > self.executed + self.p.window:
             self._maybe_sync(force=True)
+
+    def _share_stable_proof(self, peer: int) -> None:
+        """Hand a peer below our stable checkpoint the quorum of CHECKPOINTs that proves
+        it. Block sync brings blocks but no checkpoint messages: without this, a replica
+        that caught up from far behind keeps its old low watermark, so the next proposals
+        lie beyond its window and it cannot vote until a later checkpoint becomes stable
+        or a view change carries one (the catch-up benchmark needed a view change to
+        commit with another member down). At most once a heartbeat per peer."""
+        last = self.proof_shared.get(peer)
+        if last is not None and self.now - last < self.p.heartbeat_ms:
+            return
+        self.proof_shared[peer] = self.now
+        for cp in self.stable_proof:
+            # Its own checkpoint too: a replica whose store was lost no longer has it.
+            self._emit(Send(peer, cp))
 
     # ------------------------------------------------------------------ block sync
 

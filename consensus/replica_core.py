@@ -110,6 +110,7 @@ class ReplicaCore:
         self.own_view_change = state.view_change
         self.past_view_changes: dict[int, ViewChange] = {}
         self.helped: dict[tuple[int, int], int] = {}
+        self.proof_shared: dict[int, int] = {}  # peer -> when it last got our stable proof
         if state.view_change is not None:
             self.past_view_changes[state.view_change.new_view] = state.view_change
         self.new_view_msg = state.new_view
@@ -492,11 +493,14 @@ class ReplicaCore:
             self._emit(CommitBlock(block, cert))
             self.executed = batch.height
             self.last_hash = block.hash()
-            self.block_hashes[self.executed] = self.last_hash
             self.requests.committed(request_id(tx) for tx in batch.txs)
             progressed = True
             self.progress_since_request_timer = True
             if self.executed % self.p.checkpoint_interval == 0:
+                # Only checkpoint heights are ever compared with other members' hashes;
+                # keeping every height would grow with the length of a catch-up, during
+                # which the low watermark, and so the pruning, stays put.
+                self.block_hashes[self.executed] = self.last_hash
                 self._send_checkpoint()
         if not progressed:
             return
