@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo stop test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/crosstrace simulate --nodes 4 --blocks 100 --seed 1
+	$(BIN)/crosstrace demo consortium
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -22,8 +22,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/crosstrace bench
 	$(BIN)/crosstrace simulate --bench
 	$(BIN)/python benchmarks/store_bench.py
+	$(BIN)/python benchmarks/catchup_bench.py
+
+stop:
+	$(BIN)/crosstrace cluster down consortium
 
 clean:
 	rm -rf $(VENV) build *.egg-info

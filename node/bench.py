@@ -241,7 +241,7 @@ async def drive_max(
                 return
             await _post(client, url, batch, trio.current_time(), result)
 
-    limits = httpx.Limits(max_connections=cfg.concurrency * len(urls) + 4)
+    limits = httpx.Limits(max_connections=cfg.concurrency * len(urls) + 4, keepalive_expiry=1.0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         stop_at = trio.current_time() + cfg.duration_s
         async with trio.open_nursery() as nursery:
@@ -285,7 +285,7 @@ async def drive_rate(
                 in_flight += 1
                 nursery.start_soon(send, txs, due)
 
-    limits = httpx.Limits(max_connections=max_in_flight * len(urls))
+    limits = httpx.Limits(max_connections=max_in_flight * len(urls), keepalive_expiry=1.0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         start = trio.current_time() + 0.05
         async with trio.open_nursery() as nursery:

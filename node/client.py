@@ -50,7 +50,13 @@ def api_url_of_home(home: Path) -> str:
 class ApiClient:
     def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        # The API server closes a connection idle for 5 s; reusing one that old races
+        # with that close, so idle connections are dropped sooner here.
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout_s,
+            limits=httpx.Limits(keepalive_expiry=1.0),
+        )
 
     def __enter__(self) -> ApiClient:
         return self

@@ -3,6 +3,8 @@ consortium's nodes as background processes, and the README's main command."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -142,17 +144,30 @@ def demo(directory: Path, txs: int, p2p_port: int, api_port: int) -> None:
         _show_on_every_node(urls, [r["tx_id"] for r in rows], heights[-1])
     except ApiClientError as exc:
         raise click.ClickException(str(exc)) from None
+    exe = _command_name()
     click.echo(
         f"""
 Look around:
-  crosstrace cluster status {directory}
-  crosstrace status --home {directory}/node0
-  crosstrace submit --home {directory}/node2 report phone:+8613800138000 --category fraud_call
+  {exe} cluster status {directory}
+  {exe} status --home {directory}/node0
+  {exe} submit --home {directory}/node2 report phone:+8613800138000 --category fraud_call
   curl -s {urls[0]}/metrics
   tail -f {directory}/node0/node.log
 Stop it (a clean stop; the ledgers stay for next time):
-  crosstrace cluster down {directory}"""
+  {exe} cluster down {directory}"""
     )
+
+
+def _command_name() -> str:
+    """How the operator can type this command again: ``.venv/bin/crosstrace`` after
+    ``make demo``, plain ``crosstrace`` when it is on the PATH."""
+    invoked = Path(sys.argv[0])
+    if invoked.name != "crosstrace" or shutil.which("crosstrace") == str(invoked):
+        return "crosstrace"
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(invoked)
 
 
 def _show_on_every_node(urls: list[str], tx_ids: list[str], height: int) -> None:

@@ -132,8 +132,10 @@ def test_censoring_primary_is_replaced_even_while_it_commits_other_requests() ->
         h.deliver()
         if h.now < PARAMS.max_view_timeout_ms:
             assert [r.view for r in h.replicas] == [0, 0, 0, 0], h.now
-    assert PARAMS.max_view_timeout_ms <= h.now <= PARAMS.max_view_timeout_ms + 2 * (
-        PARAMS.view_timeout_ms
+    assert (
+        PARAMS.max_view_timeout_ms
+        <= h.now
+        <= PARAMS.max_view_timeout_ms + 2 * (PARAMS.view_timeout_ms)
     )
     assert all(r.view == 1 for r in h.replicas[1:])
     if Timer.BATCH in h.timers[1]:
