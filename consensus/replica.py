@@ -59,6 +59,7 @@ class Replica(ReplicaCore):
         self.view_active = False
         self.request_timer_target = None
         self.batch_timer_set = False
+        self.batch_due = False
         self._emit(CancelTimer(Timer.REQUEST))
         self._emit(CancelTimer(Timer.BATCH))
         prepared = tuple(c for s, c in sorted(self.prepared_certs.items()) if s > self.low)
@@ -203,6 +204,7 @@ class Replica(ReplicaCore):
         self.requests.reset_in_flight()
         self.next_seq = max(plan.max_seq, self.low, self.executed) + 1
         self.batch_timer_set = False
+        self.batch_due = False
         for proposal in nv.proposals:
             self._on_proposal(proposal, carried=plan.carried[proposal.pre_prepare.seq] is not None)
         self._arm_request_timer()

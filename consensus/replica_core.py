@@ -134,6 +134,8 @@ class ReplicaCore:
         # Whether a block was executed since the request timer was last set.
         self.progress_since_request_timer = False
         self.batch_timer_set = False
+        # The batch delay has passed for the requests waiting to be proposed.
+        self.batch_due = False
         self.executed_at_heartbeat = self.executed
         self.status_of: dict[int, Status] = {}
         self.own_checkpoint: Checkpoint | None = None
@@ -336,13 +338,17 @@ class ReplicaCore:
     def _propose(self, flush: bool = False) -> None:
         if not (self.view_active and self.is_primary):
             return
+        if flush:
+            self.batch_due = True
         while self.next_seq <= self.high and self.requests.unproposed_count():
-            full = self.requests.unproposed_count() >= self.p.max_batch_txs
-            if not (full or flush):
-                if not self.batch_timer_set:
-                    self.batch_timer_set = True
-                    self._set_timer(Timer.BATCH, self.p.batch_delay_ms)
-                return
+            if self.requests.unproposed_count() < self.p.max_batch_txs:
+                if not self.batch_due:
+                    if not self.batch_timer_set:
+                        self.batch_timer_set = True
+                        self._set_timer(Timer.BATCH, self.p.batch_delay_ms)
+                    return
+                if self.next_seq - 1 - self.executed >= self.p.pipeline_depth:
+                    return  # proposed again when a block executes
             seq = self.next_seq
             txs = self.requests.take_batch(self.p.max_batch_txs, self.p.max_batch_bytes, seq)
             batch = Batch(seq, self.now, tuple(txs))
@@ -353,6 +359,8 @@ class ReplicaCore:
             proposal = Proposal(pp, batch)
             self.log.slot(self.view, seq, self.now).proposal = proposal
             self._broadcast(proposal)
+        if not self.requests.unproposed_count():
+            self.batch_due = False
 
     def _in_window(self, seq: int) -> bool:
         return self.low < seq <= self.high

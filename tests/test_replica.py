@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -62,6 +63,25 @@ def test_a_full_batch_is_proposed_without_waiting_for_the_batch_timer() -> None:
     assert any(isinstance(m, Proposal) for _, _, m in h.outbox)
     h.deliver()
     assert h.heights() == [1, 1, 1, 1]
+
+
+def test_partial_batches_wait_while_pipeline_depth_blocks_are_open() -> None:
+    """Under load the primary keeps at most ``pipeline_depth`` partial batches in
+    consensus; what arrives meanwhile goes into one batch once a block executes."""
+    h = Harness(params=dataclasses.replace(PARAMS, max_batch_txs=10, pipeline_depth=2))
+    proposals = lambda: [m for _, _, m in h.outbox if isinstance(m, Proposal)]  # noqa: E731
+    for i in range(2):
+        h.request(f"early-{i}".encode(), to=[0])
+        h.fire(0, Timer.BATCH)
+    assert len(proposals()) == 2 * 3  # two batches, each broadcast to three peers
+    for i in range(4):
+        h.request(f"late-{i}".encode(), to=[0])
+    h.fire(0, Timer.BATCH)
+    assert len(proposals()) == 2 * 3, "a third partial batch went out with two open"
+    h.deliver()
+    assert h.heights() == [3, 3, 3, 3]
+    third = h.ledgers[0][2][0]
+    assert third.txs == tuple(f"late-{i}".encode() for i in range(4))
 
 
 def test_blocks_chain_by_parent_hash_and_pipelining_keeps_order() -> None:
