@@ -19,7 +19,7 @@ from node.genesis import Genesis
 from node.ledger import Ledger
 from node.normalize import EntityType
 from node.pseudonym import EntityRef
-from node.store_layout import BlockIndex, Link, TxIndex
+from node.store_layout import BlockIndex, CaseRole, Link, TxIndex, case_key
 from node.transactions import (
     MAX_SKEW_MS,
     RejectCode,
@@ -30,7 +30,7 @@ from node.transactions import (
     tx_id,
     validate_tx,
 )
-from node.tx_kinds import Access, Case, Report
+from node.tx_kinds import Access, Approve, Body, Case, Close, Report
 from node.tx_kinds import Link as LinkBody
 
 _TYPE_CODES = {t.value: i + 1 for i, t in enumerate(EntityType)}
@@ -147,7 +147,8 @@ class Application:
             seen_nonces.add(key)
             self._pending.pop(key, None)
             entities, links = _index_body(validated)
-            entries.append(TxIndex(tid, entities, links, nonce=key))
+            cases = _case_postings(validated.body)
+            entries.append(TxIndex(tid, entities, links, nonce=key, cases=cases))
         return BlockIndex(tuple(entries))
 
 
@@ -168,3 +169,19 @@ def _index_body(validated: ValidatedTx) -> tuple[tuple[bytes, ...], tuple[Link, 
         case Access() if body.subject is not None:
             return (entity_key(body.subject),), ()
     return (), ()
+
+
+def _case_postings(body: Body) -> tuple[tuple[bytes, CaseRole], ...]:
+    """Where a transaction goes in the ``cases`` index (read by ``node.cases``)."""
+    match body:
+        case Case():
+            return ((case_key(body.case_id), CaseRole.OPENED),)
+        case Approve():
+            return ((case_key(body.case_id), CaseRole.APPROVED),)
+        case Close():
+            return ((case_key(body.case_id), CaseRole.CLOSED),)
+        case Report() if body.case_id is not None:
+            return ((case_key(body.case_id), CaseRole.REPORT),)
+        case Access():
+            return ((case_key(body.case_id), CaseRole.ACCESS),)
+    return ()

@@ -14,7 +14,7 @@ the job of whoever produced the pair (``node.verify_ledger`` re-checks everythin
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,7 +35,9 @@ from node.store_env import (
     WriteTxn,
 )
 from node.store_layout import (
+    CASE_POSTING,
     DB_BLOCKS,
+    DB_CASES,
     DB_CERTS,
     DB_CONSENSUS,
     DB_ENTITIES,
@@ -45,9 +47,11 @@ from node.store_layout import (
     DB_NONCES,
     DB_TXPOS,
     DB_TXS,
+    GOVERNANCE_ROLES,
     LINK_KEY,
     LOC,
     LOC_SIZE,
+    MAX_CASE_KEY,
     MAX_ENTITY_KEY,
     MAX_HEIGHT,
     MAX_TX_INDEX,
@@ -56,6 +60,8 @@ from node.store_layout import (
     META_GENESIS,
     U64,
     BlockIndex,
+    CasePosting,
+    CaseRole,
     Link,
     LinkRecord,
     TxIndex,
@@ -78,6 +84,8 @@ from node.store_write import (
 __all__ = [
     "BlockIndex",
     "BlockRejectedError",
+    "CasePosting",
+    "CaseRole",
     "LedgerStore",
     "Link",
     "LinkRecord",
@@ -100,6 +108,7 @@ SPECS = (
     DbSpec(DB_ENTITIES, dupsort=True, dupfixed=True),
     DbSpec(DB_LINKS),
     DbSpec(DB_NONCES),
+    DbSpec(DB_CASES, dupsort=True, dupfixed=True),
     DbSpec(DB_META),
     DbSpec(DB_CONSENSUS),
 )
@@ -373,6 +382,64 @@ class LedgerStore:
                 if len(out) >= limit:
                     break
         return out
+
+    def case_postings(
+        self,
+        case_key: bytes,
+        role: CaseRole,
+        limit: int = 1000,
+        after: tuple[int, int] | None = None,
+    ) -> list[tuple[int, int]]:
+        """Locations of the transactions that are ``role`` to a case, in ledger order,
+        after ``after``, at most ``limit``."""
+        out: list[tuple[int, int]] = []
+        if limit <= 0 or not 0 < len(case_key) <= MAX_CASE_KEY:
+            return out
+        start = bytes((role,))
+        if after is not None and after[0] >= 0:
+            if after[0] > MAX_HEIGHT:
+                return out
+            start = CASE_POSTING.pack(role, after[0], min(max(after[1], 0), MAX_TX_INDEX))
+        with self._env.read() as txn:
+            cursor = txn.cursor(self._db[DB_CASES])
+            if not cursor.set_range_dup(case_key, start):
+                return out
+            while len(out) < limit:
+                value = cursor.value()
+                code, height, index = CASE_POSTING.unpack(value)
+                if code != role:
+                    break
+                if after is None or (height, index) > after:
+                    out.append((int(height), int(index)))
+                if not cursor.next_dup():
+                    break
+        return out
+
+    def governance_postings(
+        self, roles: Collection[CaseRole] = GOVERNANCE_ROLES
+    ) -> tuple[int, list[CasePosting]]:
+        """The tip height and, as of that tip, every posting in ``cases`` with one of
+        the (leading) ``roles``, read in one transaction: what a case registry is
+        rebuilt from without reading the records filed under cases."""
+        last = max(roles)
+        out: list[CasePosting] = []
+        with self._env.read() as txn:
+            tip, _ = read_tip(txn, self._db[DB_META])
+            cursor = txn.cursor(self._db[DB_CASES])
+            more = cursor.first()
+            while more:
+                key = bytes(cursor.key())
+                while True:
+                    code, height, index = CASE_POSTING.unpack(cursor.value())
+                    if code > last:
+                        break
+                    if code in roles:
+                        out.append(CasePosting(key, CaseRole(code), int(height), int(index)))
+                    if not cursor.next_dup():
+                        break
+                # The least key above ``key``: skip its remaining postings at once.
+                more = cursor.set_range(key + b"\0")
+        return tip, out
 
     # -- consensus log and checkpoint -------------------------------------------------
 

@@ -17,6 +17,10 @@ Named databases (one LMDB environment):
 ``links``     location + ordinal u16 -> link (a, b, relation); endpoints are always
               also posted under ``entities``, which is how ``links_of`` finds them
 ``nonces``    member name (u8 length + UTF-8) + nonce u64 -> location: replay checks
+``cases``     case id (UTF-8) -> role u8 + location, DUPSORT + DUPFIXED: every
+              transaction that names a case, by what it is to the case (``CaseRole``);
+              the roles sort first, so a case's own transaction, approvals and closes
+              are read without its (possibly many) reports and audit entries
 ``meta``      chain id, genesis hash, tip, stable checkpoint, format version
 ``consensus`` sequence u64 -> opaque durable consensus record
 
@@ -32,6 +36,7 @@ instead of 187 + 307, with two fewer random page writes per transaction.
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +45,9 @@ from consensus.blocks import Block
 from consensus.codec import encode_value, pack, to_wire
 from consensus.crypto import DIGEST_SIZE, hash_bytes
 
-FORMAT_VERSION = 1
+# 2: the ``cases`` index. A version 1 store lacks its entries, so it is refused rather
+# than silently missing every case committed before the upgrade.
+FORMAT_VERSION = 2
 
 DB_BLOCKS = b"blocks"
 DB_TXPOS = b"txpos"
@@ -50,6 +57,7 @@ DB_TXS = b"txs"
 DB_ENTITIES = b"entities"
 DB_LINKS = b"links"
 DB_NONCES = b"nonces"
+DB_CASES = b"cases"
 DB_META = b"meta"
 DB_CONSENSUS = b"consensus"
 
@@ -60,6 +68,9 @@ META_TIP = b"tip"
 META_CHECKPOINT = b"stable_checkpoint"
 
 MAX_ENTITY_KEY = 255
+# Admission caps every string at 256 characters and case ids are ASCII; LMDB keys may
+# be up to 511 bytes.
+MAX_CASE_KEY = 256
 MAX_MEMBER_NAME = 255
 MAX_RELATION = 255
 MAX_LINKS_PER_TX = 0xFFFF
@@ -72,6 +83,7 @@ LOC = struct.Struct(">QI")
 LINK_KEY = struct.Struct(">QIH")
 TXPOS = struct.Struct(">II")
 TIP = struct.Struct(f">Q{DIGEST_SIZE}s")
+CASE_POSTING = struct.Struct(">BQI")
 
 LOC_SIZE = LOC.size
 
@@ -90,18 +102,47 @@ class Link:
     relation: bytes
 
 
+class CaseRole(enum.IntEnum):
+    """What a transaction is to the case it names; the value is its byte in ``cases``.
+
+    The order matters: a case's governance (its own transaction, approvals, closes)
+    sorts before the records filed under it.
+    """
+
+    OPENED = 0
+    APPROVED = 1
+    CLOSED = 2
+    REPORT = 3
+    ACCESS = 4
+
+
+GOVERNANCE_ROLES = (CaseRole.OPENED, CaseRole.APPROVED, CaseRole.CLOSED)
+
+
+@dataclass(frozen=True, slots=True)
+class CasePosting:
+    """One entry of the ``cases`` index."""
+
+    case_key: bytes
+    role: CaseRole
+    height: int
+    index: int
+
+
 @dataclass(frozen=True, slots=True)
 class TxIndex:
     """What one transaction contributes to the indexes (the store never parses it).
 
     ``nonce`` is (member, nonce) for replay checks, None for a transaction the
     application does not count (one it refused, or a replay that reached a block).
+    ``cases`` are the (case key, role) pairs it is posted under in ``cases``.
     """
 
     tx_id: bytes
     entities: Sequence[bytes] = ()
     links: Sequence[Link] = ()
     nonce: tuple[str, int] | None = None
+    cases: Sequence[tuple[bytes, CaseRole]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +174,10 @@ def height_key(height: int) -> bytes:
 
 def loc_key(height: int, index: int) -> bytes:
     return LOC.pack(height, index)
+
+
+def case_key(case_id: str) -> bytes:
+    return case_id.encode()
 
 
 def nonce_key(member: str, nonce: int) -> bytes:

@@ -23,7 +23,9 @@ from node.store_env import (
     WriteTxn,
 )
 from node.store_layout import (
+    CASE_POSTING,
     DB_BLOCKS,
+    DB_CASES,
     DB_CERTS,
     DB_ENTITIES,
     DB_HASHES,
@@ -34,6 +36,7 @@ from node.store_layout import (
     DB_TXS,
     FORMAT_VERSION,
     LINK_KEY,
+    MAX_CASE_KEY,
     MAX_ENTITY_KEY,
     MAX_LINKS_PER_TX,
     MAX_RELATION,
@@ -46,6 +49,7 @@ from node.store_layout import (
     U32,
     U64,
     BlockIndex,
+    CaseRole,
     TxIndex,
     encode_block,
     encode_link,
@@ -77,6 +81,7 @@ class PreparedBlock:
     postings: Pairs
     links: Pairs
     nonces: Pairs
+    cases: Pairs
 
 
 def prepare_block(
@@ -101,6 +106,7 @@ def prepare_block(
     postings: Pairs = []
     links: Pairs = []
     nonces: Pairs = []
+    cases: Pairs = []
     for i, (tx, entry) in enumerate(zip(block.txs, index.txs, strict=True)):
         if entry.tx_id != tx_id(tx):
             raise BlockRejectedError(f"block {height}: index entry {i} has the wrong tx id")
@@ -119,6 +125,7 @@ def prepare_block(
             if len(link.relation) > MAX_RELATION:
                 raise BlockRejectedError(f"block {height}: tx {i} has an oversized relation")
             links.append((LINK_KEY.pack(height, i, n), encode_link(link.a, link.b, link.relation)))
+        cases.extend(_cases_of(entry, height, i))
     return PreparedBlock(
         height=height,
         parent_hash=header.parent_hash,
@@ -130,6 +137,7 @@ def prepare_block(
         postings=postings,
         links=links,
         nonces=nonces,
+        cases=cases,
     )
 
 
@@ -149,6 +157,23 @@ def _entities_of(entry: TxIndex, height: int, index: int) -> list[bytes]:
     return list(keys)
 
 
+def _cases_of(entry: TxIndex, height: int, index: int) -> Pairs:
+    out: Pairs = []
+    for key, role in dict.fromkeys(entry.cases):
+        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_CASE_KEY:
+            raise BlockRejectedError(
+                f"block {height}: tx {index} has a case key that is not 1 to {MAX_CASE_KEY} bytes"
+            )
+        try:
+            code = CaseRole(role)
+        except ValueError:
+            raise BlockRejectedError(
+                f"block {height}: tx {index} has an unknown case role"
+            ) from None
+        out.append((key, CASE_POSTING.pack(code, height, index)))
+    return out
+
+
 def put_blocks(txn: WriteTxn, dbs: dict[bytes, Database], blocks: list[PreparedBlock]) -> None:
     """Put consecutive prepared blocks and the new tip; raise if they do not extend it."""
     tip_height, tip_hash = read_tip(txn, dbs[DB_META])
@@ -157,6 +182,7 @@ def put_blocks(txn: WriteTxn, dbs: dict[bytes, Database], blocks: list[PreparedB
     postings = txn.cursor(dbs[DB_ENTITIES])
     links = txn.cursor(dbs[DB_LINKS])
     nonces = txn.cursor(dbs[DB_NONCES])
+    cases = txn.cursor(dbs[DB_CASES])
     for block in blocks:
         if block.height != tip_height + 1:
             raise BlockRejectedError(
@@ -184,7 +210,10 @@ def put_blocks(txn: WriteTxn, dbs: dict[bytes, Database], blocks: list[PreparedB
         nonces.putmulti(block.nonces, overwrite=False)
         _, added = postings.putmulti(block.postings, append=True)
         _, linked = links.putmulti(block.links, append=True)
-        if added != len(block.postings) or linked != len(block.links):
+        # Not appended: a case's postings sort by role first, so a new approval
+        # lands before the reports already filed under the case.
+        _, filed = cases.putmulti(block.cases)
+        if added != len(block.postings) or linked != len(block.links) or filed != len(block.cases):
             raise StoreCorruptError(
                 f"the ledger store already holds index entries for block {block.height}"
             )

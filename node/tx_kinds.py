@@ -179,14 +179,36 @@ class Access:
             raise ValueError(f"a {self.query} query {need} subject")
 
 
-Body = Report | Link | Case | Approve | Access
-BODY_TYPES: dict[str, type[Body]] = {cls.kind: cls for cls in (Report, Link, Case, Approve, Access)}
+@dataclass(frozen=True)
+class Close:
+    """The end of a case before its expiry: from then on it authorises nothing.
+
+    Like ``Approve`` it names the exact ``case`` transaction, so closing one case
+    can never be read as closing another that reuses the id.
+    """
+
+    kind: ClassVar[str] = "close"
+
+    case_id: str
+    case_tx: bytes
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if len(self.case_tx) != DIGEST_SIZE:
+            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+
+
+Body = Report | Link | Case | Approve | Access | Close
+BODY_TYPES: dict[str, type[Body]] = {
+    cls.kind: cls for cls in (Report, Link, Case, Approve, Access, Close)
+}
 KIND_ROLES: dict[str, frozenset[str]] = {
     "report": frozenset({"reporter"}),
     "link": frozenset({"reporter"}),
     "case": frozenset({"investigator"}),
     "approve": frozenset({"approver"}),
     "access": frozenset({"investigator", "auditor"}),
+    "close": frozenset({"investigator"}),
 }
 
 

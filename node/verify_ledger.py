@@ -29,7 +29,9 @@ from consensus.membership import Membership
 from node.store import LedgerStore, StoreError
 from node.store_env import Database, Environment, ReadTxn
 from node.store_layout import (
+    CASE_POSTING,
     DB_BLOCKS,
+    DB_CASES,
     DB_CERTS,
     DB_ENTITIES,
     DB_HASHES,
@@ -45,6 +47,7 @@ from node.store_layout import (
     TIP,
     TXPOS,
     U64,
+    CaseRole,
     decode_link,
     height_key,
     tx_id,
@@ -52,6 +55,7 @@ from node.store_layout import (
 
 CHUNK_BLOCKS = 64
 CHUNK_ENTRIES = 50_000
+_CASE_ROLES = frozenset(int(role) for role in CaseRole)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class VerifyFault:
 
 @dataclass(frozen=True)
 class VerifyProgress:
-    phase: str  # "structure", "blocks", "entities", "links" or "nonces"
+    phase: str  # "structure", "blocks", "entities", "links", "nonces" or "cases"
     done: int
     total: int
 
@@ -191,6 +195,7 @@ class _Checker:
         self._scan(DB_ENTITIES, "entities", self._check_posting)
         self._scan(DB_LINKS, "links", self._check_link)
         self._scan(DB_NONCES, "nonces", self._check_nonce)
+        self._scan(DB_CASES, "cases", self._check_case_posting)
 
     # -- blocks ---------------------------------------------------------------------
 
@@ -321,7 +326,7 @@ class _Checker:
                 cursor = txn.cursor(db)
                 if last is None:
                     more = cursor.first()
-                elif name == DB_ENTITIES:
+                elif name in (DB_ENTITIES, DB_CASES):
                     more = cursor.set_range_dup(*last) and cursor.next()
                 else:
                     more = cursor.set_range(last[0]) and cursor.next()
@@ -369,6 +374,20 @@ class _Checker:
             raise _Fault(
                 height,
                 f"the nonce index points to ({height}, {index}), where there is no transaction",
+            )
+
+    def _check_case_posting(self, txn: ReadTxn, key: bytes, value: bytes) -> None:
+        case = key[:40].decode(errors="replace")
+        if len(value) != CASE_POSTING.size:
+            raise _Fault(None, f"the case index holds a malformed entry under case {case!r}")
+        role, height, index = CASE_POSTING.unpack(value)
+        if role not in _CASE_ROLES:
+            raise _Fault(height, f"the case index files ({height}, {index}) in unknown role {role}")
+        if not self._valid_loc(height, index):
+            raise _Fault(
+                height,
+                f"the case index files ({height}, {index}) under case {case!r}, "
+                "where there is no transaction",
             )
 
 

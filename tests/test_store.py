@@ -27,6 +27,8 @@ from consensus.codec import encode_value
 from node.store import (
     BlockIndex,
     BlockRejectedError,
+    CasePosting,
+    CaseRole,
     LedgerStore,
     Link,
     LinkRecord,
@@ -37,7 +39,7 @@ from node.store import (
     tx_id,
 )
 from node.store_env import DbSpec
-from node.store_layout import LOC, TIP, encode_block, height_key, tx_slice
+from node.store_layout import CASE_POSTING, LOC, TIP, encode_block, height_key, tx_slice
 from node.verify_ledger import VerifyProgress, verify_ledger
 
 
@@ -172,6 +174,54 @@ def test_nonce_index(store: LedgerStore) -> None:
     assert not store.nonce_used("", 1) and not store.nonce_used("bank-0", 2**64)
 
 
+def test_case_index_by_role_in_ledger_order(store: LedgerStore) -> None:
+    roles = [
+        [(b"C-1", CaseRole.REPORT)],
+        [(b"C-1", CaseRole.OPENED)],
+        [(b"C-2", CaseRole.OPENED), (b"C-2", CaseRole.OPENED)],
+        [(b"C-1", CaseRole.APPROVED)],
+        [],
+        [(b"C-1", CaseRole.CLOSED)],
+    ]
+    parent = GENESIS_PARENT
+    for height in (1, 2):
+        block, cert = make_block(height, parent, [b"%d-%d" % (height, i) for i in range(6)])
+        entries = [TxIndex(tx_id(tx), cases=roles[i]) for i, tx in enumerate(block.txs)]
+        store.append_block(block, cert, BlockIndex(tuple(entries)))
+        parent = block.hash()
+    assert store.case_postings(b"C-1", CaseRole.REPORT) == [(1, 0), (2, 0)]
+    assert store.case_postings(b"C-1", CaseRole.APPROVED) == [(1, 3), (2, 3)]
+    assert store.case_postings(b"C-1", CaseRole.APPROVED, after=(1, 3)) == [(2, 3)]
+    assert store.case_postings(b"C-1", CaseRole.APPROVED, after=(1, -1)) == [(1, 3), (2, 3)]
+    assert store.case_postings(b"C-1", CaseRole.APPROVED, after=(-1, 0), limit=1) == [(1, 3)]
+    assert store.case_postings(b"C-1", CaseRole.APPROVED, after=(2**64, 0)) == []
+    assert store.case_postings(b"C-1", CaseRole.ACCESS) == []
+    assert store.case_postings(b"C-3", CaseRole.OPENED) == []
+    assert store.case_postings(b"", CaseRole.OPENED) == []
+    tip, postings = store.governance_postings()
+    assert tip == 2
+    assert postings == [
+        CasePosting(b"C-1", role, height, index)
+        for role, index in ((CaseRole.OPENED, 1), (CaseRole.APPROVED, 3), (CaseRole.CLOSED, 5))
+        for height in (1, 2)
+    ] + [CasePosting(b"C-2", CaseRole.OPENED, height, 2) for height in (1, 2)]
+    _, closes = store.governance_postings(roles=(CaseRole.CLOSED,))
+    assert [(p.case_key, p.height) for p in closes] == [(b"C-1", 1), (b"C-1", 2)]
+
+
+def test_case_keys_and_roles_are_checked(store: LedgerStore) -> None:
+    block, cert = make_block(1, GENESIS_PARENT, [b"tx"])
+    for cases, problem in (
+        ([(b"", CaseRole.OPENED)], "case key"),
+        ([(b"x" * 257, CaseRole.OPENED)], "case key"),
+        ([(b"C-1", 9)], "unknown case role"),
+    ):
+        index = BlockIndex((TxIndex(tx_id(b"tx"), cases=cases),))
+        with pytest.raises(BlockRejectedError, match=problem):
+            store.append_block(block, cert, index)
+    assert store.tip()[0] == 0
+
+
 # -- refusals ---------------------------------------------------------------------------
 
 
@@ -184,6 +234,14 @@ def test_other_chain_or_genesis_is_refused(tmp_path: Path) -> None:
         LedgerStore.open(tmp_path, chain_id=CHAIN_ID, genesis_hash=bytes(32))
     with open_store(tmp_path) as s:  # the refusals left it usable
         assert s.tip()[0] == 0
+
+
+def test_a_store_of_the_previous_format_is_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path):
+        pass
+    tamper(tmp_path, b"meta", b"format_version", (1).to_bytes(4, "big"))
+    with pytest.raises(StoreError, match="has format version 1, this build reads version 2"):
+        open_store(tmp_path)
 
 
 def test_block_that_does_not_extend_the_tip_stores_nothing(store: LedgerStore) -> None:
@@ -382,7 +440,8 @@ def test_verify_passes_a_sound_ledger_and_reports_progress(ledger) -> None:
     assert report.ok, report.fault
     assert (report.tip_height, report.blocks_checked, report.txs_checked) == (8, 8, 48)
     assert VerifyProgress("blocks", 8, 8) in seen
-    assert {p.phase for p in seen} == {"structure", "blocks", "entities", "links", "nonces"}
+    phases = {"structure", "blocks", "entities", "links", "nonces", "cases"}
+    assert {p.phase for p in seen} == phases
 
 
 def test_verify_an_open_store_while_blocks_are_appended(tmp_path: Path) -> None:
@@ -494,12 +553,14 @@ def test_verify_finds_a_broken_parent_link(ledger) -> None:
         (b"links", lambda b: (LOC.pack(2, 3) + b"\0\x07", b"\x01a\x01b"), 2, "not posted under"),
         (b"links", lambda b: (LOC.pack(9, 0) + b"\0\0", b"\x01a\x01b"), 9, "no stored transaction"),
         (b"nonces", lambda b: (b"\x01x" + bytes(8), LOC.pack(8, 6)), 8, "nonce index"),
+        (b"cases", lambda b: (b"C-1", CASE_POSTING.pack(3, 4, 99)), 4, "where there is no"),
+        (b"cases", lambda b: (b"C-1", CASE_POSTING.pack(7, 2, 0)), 2, "unknown role 7"),
     ],
 )
 def test_verify_finds_a_tampered_index(ledger, db, make, height, reason) -> None:
     path, blocks = ledger
     key, value = make(blocks)
-    flags = {"dupsort": True, "dupfixed": True} if db == b"entities" else {}
+    flags = {"dupsort": True, "dupfixed": True} if db in (b"entities", b"cases") else {}
     tamper(path, db, key, value, **flags)
     report = verify_ledger(path, MEMBERSHIP, structural=False)
     assert report.fault is not None, db

@@ -41,6 +41,7 @@ from node.tx_kinds import (
     Attribute,
     Body,
     Case,
+    Close,
     Link,
     Report,
     find_raw_identifier,
@@ -104,6 +105,7 @@ BODIES: dict[str, tuple[str, Body]] = {
     "case": ("police", case()),
     "approve": ("bank", Approve("SH-2024-0001", bytes(32))),
     "access": ("audit", Access("SH-2024-0001", "trace", PHONE, NOW)),
+    "close": ("police", Close("SH-2024-0001", bytes(32))),
 }
 
 
@@ -213,6 +215,7 @@ BODY_STRATEGY: st.SearchStrategy[Body] = st.one_of(
         UINT,
     ),
     st.builds(Approve, CASE_ID, st.binary(min_size=32, max_size=32)),
+    st.builds(Close, CASE_ID, st.binary(min_size=32, max_size=32)),
     st.sampled_from(QUERY_KINDS).flatmap(
         lambda q: st.builds(
             Access, CASE_ID, st.just(q), REFS if q in SUBJECT_QUERIES else st.none(), UINT
@@ -328,6 +331,17 @@ def test_forbidden_kind() -> None:
     assert error.message.endswith("(needs role auditor or investigator)")
     assert rejected(signed("audit", report())).code == "forbidden_kind"
     assert rejected(signed("police", Approve("C-1", bytes(32)))).code == "forbidden_kind"
+    error = rejected(signed("bank", Close("C-1", bytes(32))))
+    assert error.message.endswith("may not submit close transactions (needs role investigator)")
+
+
+def test_an_approval_is_not_a_close() -> None:
+    """Approve and Close bodies encode alike; the kind in the signed domain keeps them apart."""
+    body = encode_value(Approve("C-1", bytes(32)))
+    assert body == encode_value(Close("C-1", bytes(32)))
+    tx = decode_tx(signed("police", Close("C-1", bytes(32))))
+    as_approve = dataclasses.replace(tx, kind="approve")
+    assert rejected(encode_tx(as_approve)).code == "bad_signature"
 
 
 def test_unknown_kind() -> None:
