@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/crosstrace simulate --bench
 	$(BIN)/python benchmarks/store_bench.py
 	$(BIN)/python benchmarks/catchup_bench.py
+	$(BIN)/python benchmarks/proof_bench.py
 
 stop:
 	$(BIN)/crosstrace cluster down consortium

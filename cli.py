@@ -406,8 +406,9 @@ def _register_operator_commands() -> None:
     from node.commands_bench import bench
     from node.commands_cluster import cluster, demo
     from node.commands_operator import peers, status, submit
+    from node.commands_proof import proof, verify_proof
 
-    for command in (status, peers, submit, cluster, demo, bench):
+    for command in (status, peers, submit, cluster, demo, bench, proof, verify_proof):
         main.add_command(command)
 
 

@@ -42,6 +42,7 @@ from node.api_input import height as parse_height
 from node.api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.api_metrics import MetricsCollector, peer_statistics
 from node.api_openapi import openapi_document
+from node.api_proof import proof_route
 from node.genesis import Genesis
 from node.runtime import NodeRuntime, SubmitResult
 from node.store import LedgerStore
@@ -303,6 +304,7 @@ def build_app(
         Route("/status", api.status, methods=["GET"]),
         Route("/txs", api.submit, methods=["POST"]),
         Route("/txs/{tx_id}", api.get_tx, methods=["GET"]),
+        proof_route(runtime, store),
         # Before "/blocks/{height}", which would otherwise take "latest" as a height.
         Route("/blocks/latest", api.latest_block, methods=["GET"]),
         Route("/blocks/{height}", api.get_block, methods=["GET"]),

@@ -240,6 +240,36 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/txs/{tx_id}/proof": {
+                "get": {
+                    "summary": (
+                        "The inclusion proof of a committed transaction: a binary file "
+                        "(the transaction, its Merkle path, the block header and the commit "
+                        "certificate) that `crosstrace verify-proof FILE --genesis G` "
+                        "checks offline."
+                    ),
+                    "parameters": [
+                        {"name": "tx_id", "in": "path", "required": True, "schema": DIGEST_HEX}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The proof file (format: `node.proofs`).",
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {
+                                        "type": "string",
+                                        "contentMediaType": "application/octet-stream",
+                                    }
+                                }
+                            },
+                        },
+                        "400": BAD_INPUT,
+                        "404": _error(
+                            "No such transaction (`not_found`), or not committed yet (`pending`)."
+                        ),
+                    },
+                }
+            },
             "/blocks/latest": {"get": _block_op("The last stored block.", [])},
             "/blocks/{height}": {
                 "get": _block_op(

@@ -104,6 +104,10 @@ class ApiClient:
         assert isinstance(answer, dict)
         return answer
 
+    def proof(self, tx_id: str) -> bytes:
+        """The inclusion proof file of a committed transaction."""
+        return self._request("GET", f"/txs/{tx_id}/proof").content
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, method: str, path: str) -> Any:
