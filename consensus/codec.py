@@ -11,6 +11,7 @@ rejected, so signatures and hashes over encoded bytes can never be malleated.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -70,7 +71,13 @@ def unpack(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
 
 
 Decoder = Callable[[Any, str], Any]
+FastDecoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
+
+
+class _Mismatch(Exception):
+    """Raised by the fast decoders, which say nothing about where: the caller then
+    decodes again with the checked decoders, which name the field that failed."""
 
 
 def _int_decoder(value: Any, where: str) -> int:
@@ -105,23 +112,79 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _fast_int(value: Any) -> Any:
+    if type(value) is not int or value < 0 or value > MAX_UINT:
+        raise _Mismatch
+    return value
+
+
+def _fast_of_type(kind: type) -> FastDecoder:
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise _Mismatch
+        return value
+
+    return check
+
+
+def _fast_tuple_of_type(kind: type) -> FastDecoder:
+    # One pass in C over the element types: a block's transactions are thousands of
+    # bytes values, and a call per element was the codec's largest cost.
+    def check(value: Any) -> Any:
+        if type(value) is not tuple or (value and set(map(type, value)) != {kind}):
+            raise _Mismatch
+        if kind is int and value and (min(value) < 0 or max(value) > MAX_UINT):
+            raise _Mismatch
+        return value
+
+    return check
+
+
 class _Codec:
-    """Field encoders and decoders of one dataclass, built once from its type hints."""
+    """Field encoders and decoders of one dataclass, built once from its type hints.
+
+    Two decoders per field: a fast one, which only says whether the value fits, and a
+    checked one, which says where and why it does not. Decoding runs the fast one and
+    falls back to the checked one only to explain a failure.
+    """
 
     def __init__(self, cls: type) -> None:
         hints = typing.get_type_hints(cls)
         self.cls = cls
         self.names = [f.name for f in dataclasses.fields(cls)]
-        pairs = [_make(hints[name]) for name in self.names]
-        self.encoders = [p[0] for p in pairs]
-        self.decoders = [p[1] for p in pairs]
-
-    def encode(self, obj: Any) -> list[Any]:
-        return [
-            enc(getattr(obj, name)) for name, enc in zip(self.names, self.encoders, strict=True)
+        made = [_make(hints[name]) for name in self.names]
+        self.encoders = [m[0] for m in made]
+        self.decoders = [m[1] for m in made]
+        self.fast_decoders = [m[2] for m in made]
+        self._get = operator.attrgetter(*self.names) if self.names else (lambda _obj: ())
+        self._encoded_fields = [
+            (i, enc) for i, enc in enumerate(self.encoders) if enc is not _identity
         ]
 
+    def encode(self, obj: Any) -> list[Any]:
+        values = self._get(obj)
+        out = list(values) if len(self.names) != 1 else [values]
+        for i, enc in self._encoded_fields:
+            out[i] = enc(out[i])
+        return out
+
+    def decode_fast(self, value: Any) -> Any:
+        if type(value) is not tuple or len(value) != len(self.names):
+            raise _Mismatch
+        args = [dec(item) for dec, item in zip(self.fast_decoders, value, strict=True)]
+        try:
+            return self.cls(*args)
+        except (ValueError, TypeError):
+            raise _Mismatch from None
+
     def decode(self, value: Any, where: str) -> Any:
+        try:
+            return self.decode_fast(value)
+        except _Mismatch:
+            pass
+        return self.decode_checked(value, where)
+
+    def decode_checked(self, value: Any, where: str) -> Any:
         if type(value) is not tuple:
             raise DecodeError(f"{where}: expected an array, got {_describe(value)}")
         if len(value) != len(self.names):
@@ -148,36 +211,50 @@ def _codec(cls: type) -> _Codec:
     return codec
 
 
-def _make(hint: Any) -> tuple[Encoder, Decoder]:
+_PRIMITIVES: dict[Any, tuple[Decoder, FastDecoder]] = {
+    int: (_int_decoder, _fast_int),
+    bool: (_bool_decoder, _fast_of_type(bool)),
+    bytes: (_bytes_decoder, _fast_of_type(bytes)),
+    str: (_str_decoder, _fast_of_type(str)),
+}
+
+
+def _make(hint: Any) -> tuple[Encoder, Decoder, FastDecoder]:
+    """Encoder, checked decoder and fast decoder for one field type."""
     origin = typing.get_origin(hint)
-    if hint is int:
-        return _identity, _int_decoder
-    if hint is bool:
-        return _identity, _bool_decoder
-    if hint is bytes:
-        return _identity, _bytes_decoder
-    if hint is str:
-        return _identity, _str_decoder
+    if hint in _PRIMITIVES:
+        checked, fast = _PRIMITIVES[hint]
+        return _identity, checked, fast
     if origin is tuple:
         args = typing.get_args(hint)
         if len(args) != 2 or args[1] is not Ellipsis:
             raise TypeError(f"only tuple[X, ...] is supported, not {hint}")
-        item_enc, item_dec = _make(args[0])
-
-        def enc_tuple(value: Any) -> Any:
-            return [item_enc(v) for v in value]
+        item_enc, item_dec, item_fast = _make(args[0])
 
         def dec_tuple(value: Any, where: str) -> Any:
             if type(value) is not tuple:
                 raise DecodeError(f"{where}: expected an array, got {_describe(value)}")
             return tuple(item_dec(v, f"{where}[{i}]") for i, v in enumerate(value))
 
-        return enc_tuple, dec_tuple
+        if args[0] in _PRIMITIVES:
+            # msgpack packs a tuple as an array, so a tuple of primitives is its own
+            # wire form.
+            return _identity, dec_tuple, _fast_tuple_of_type(args[0])
+
+        def enc_tuple(value: Any) -> Any:
+            return [item_enc(v) for v in value]
+
+        def fast_tuple(value: Any) -> Any:
+            if type(value) is not tuple:
+                raise _Mismatch
+            return tuple([item_fast(v) for v in value])
+
+        return enc_tuple, dec_tuple, fast_tuple
     if origin in (types.UnionType, typing.Union):
         members = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(members) != 1:
             raise TypeError(f"only X | None unions are supported, not {hint}")
-        inner_enc, inner_dec = _make(members[0])
+        inner_enc, inner_dec, inner_fast = _make(members[0])
 
         def enc_opt(value: Any) -> Any:
             return None if value is None else inner_enc(value)
@@ -185,7 +262,12 @@ def _make(hint: Any) -> tuple[Encoder, Decoder]:
         def dec_opt(value: Any, where: str) -> Any:
             return None if value is None else inner_dec(value, where)
 
-        return enc_opt, dec_opt
+        def fast_opt(value: Any) -> Any:
+            return None if value is None else inner_fast(value)
+
+        if inner_enc is _identity:
+            return _identity, dec_opt, fast_opt
+        return enc_opt, dec_opt, fast_opt
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         cls = hint
 
@@ -193,9 +275,12 @@ def _make(hint: Any) -> tuple[Encoder, Decoder]:
             return _codec(cls).encode(value)
 
         def dec_obj(value: Any, where: str) -> Any:
-            return _codec(cls).decode(value, where)
+            return _codec(cls).decode_checked(value, where)
 
-        return enc_obj, dec_obj
+        def fast_obj(value: Any) -> Any:
+            return _codec(cls).decode_fast(value)
+
+        return enc_obj, dec_obj, fast_obj
     raise TypeError(f"unsupported field type {hint!r}")
 
 

@@ -23,6 +23,7 @@ nothing but verify.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -42,12 +43,14 @@ import trio
 
 from node import processes
 from node.authoring import load_author
-from node.client import ApiClient, api_url_of_home
+from node.bench_http import Lane
+from node.client import ApiClient, ApiClientError, api_url_of_home
 from node.normalize import EntityType, normalize
 from node.pseudonym import EntityRef, pseudonym
 from node.tx_kinds import Attribute, Report
 
 Report_ = Callable[[str], None]
+Due = tuple[list[bytes], float]  # a batch and when it was due
 
 
 class BenchError(Exception):
@@ -77,16 +80,17 @@ class PhaseResult:
     not_committed: int = 0
     skipped_batches: int = 0
     view_changes: int = 0
+    # How late the driver started each request (a driver short of CPU offers less than
+    # it claims), and the CPU it used: both say whether the figures are the nodes'.
+    send_lag_ms: list[float] = field(default_factory=list)
+    driver_cpu_s: float = 0.0
 
     @property
     def tx_per_s(self) -> float:
         return self.committed / self.elapsed_s if self.elapsed_s else 0.0
 
     def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
-            return math.nan
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+        return _pct(self.latencies_ms, p)
 
 
 # ----------------------------------------------------------------------- measuring
@@ -212,6 +216,7 @@ class Feed:
 async def _post(
     client: httpx.AsyncClient, url: str, batch: list[bytes], due: float, result: PhaseResult
 ) -> None:
+    result.send_lag_ms.append((trio.current_time() - due) * 1000)
     body = {"txs": [tx.hex() for tx in batch]}
     try:
         response = await client.post(
@@ -221,6 +226,22 @@ async def _post(
     except (httpx.HTTPError, ValueError):
         result.not_committed += len(batch)
         return
+    _account(rows, due, result)
+
+
+async def _post_on_lane(lane: Lane, batch: list[bytes], due: float, result: PhaseResult) -> None:
+    result.send_lag_ms.append((trio.current_time() - due) * 1000)
+    body = json.dumps({"txs": [tx.hex() for tx in batch]}).encode()
+    try:
+        _, data = await lane.post("/txs?wait=true&timeout=30", body, "application/json")
+        rows = json.loads(data).get("results", [])
+    except (ApiClientError, ValueError, AttributeError):
+        result.not_committed += len(batch)
+        return
+    _account(rows, due, result)
+
+
+def _account(rows: list[dict[str, object]], due: float, result: PhaseResult) -> None:
     latency_ms = (trio.current_time() - due) * 1000
     for row in rows:
         if not row.get("accepted"):
@@ -259,39 +280,41 @@ async def drive_rate(
     batch = max(1, round(per_member / 50))
     interval = batch / per_member
     # Bounded: a cluster that stops answering must not make the driver pile up
-    # requests without end; a batch that finds no room is counted, not sent.
-    max_in_flight = max(8, int(10 / interval))
+    # requests without end; a batch due when every lane is busy is counted, not sent.
+    lanes_per_member = max(8, int(10 / interval))
 
-    async def ticker(client: httpx.AsyncClient, url: str, feed: Feed, start: float) -> None:
-        in_flight = 0
+    async def lane_worker(lane: Lane, batches: trio.MemoryReceiveChannel[Due]) -> None:
+        try:
+            async for txs, due in batches:
+                await _post_on_lane(lane, txs, due, result)
+        finally:
+            with trio.CancelScope(shield=True):
+                await lane.aclose()
 
-        async def send(txs: list[bytes], due: float) -> None:
-            nonlocal in_flight
-            try:
-                await _post(client, url, txs, due, result)
-            finally:
-                in_flight -= 1
-
+    async def ticker(url: str, feed: Feed, start: float) -> None:
+        address = httpx.URL(url)
+        send, receive = trio.open_memory_channel[Due](0)
         async with trio.open_nursery() as nursery:
-            for tick in range(int(cfg.duration_s / interval)):
-                due = start + tick * interval
-                await trio.sleep_until(due)
-                txs = feed.take(batch)
-                if not txs:
-                    return
-                if in_flight >= max_in_flight:
-                    result.skipped_batches += 1
-                    continue
-                in_flight += 1
-                nursery.start_soon(send, txs, due)
+            for _ in range(lanes_per_member):
+                lane = Lane(address.host, address.port or 80)
+                nursery.start_soon(lane_worker, lane, receive)
+            async with send:
+                for tick in range(int(cfg.duration_s / interval)):
+                    due = start + tick * interval
+                    await trio.sleep_until(due)
+                    txs = feed.take(batch)
+                    if not txs:
+                        break
+                    try:
+                        send.send_nowait((txs, due))
+                    except trio.WouldBlock:
+                        result.skipped_batches += 1
 
-    limits = httpx.Limits(max_connections=max_in_flight * len(urls), keepalive_expiry=1.0)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        start = trio.current_time() + 0.05
-        async with trio.open_nursery() as nursery:
-            for index, (url, feed) in enumerate(zip(urls, feeds, strict=True)):
-                # Members start out of step, as independent partners would.
-                nursery.start_soon(ticker, client, url, feed, start + index * interval / len(urls))
+    start = trio.current_time() + 0.05
+    async with trio.open_nursery() as nursery:
+        for index, (url, feed) in enumerate(zip(urls, feeds, strict=True)):
+            # Members start out of step, as independent partners would.
+            nursery.start_soon(ticker, url, feed, start + index * interval / len(urls))
 
 
 async def run_phase(
@@ -301,10 +324,12 @@ async def run_phase(
     result = PhaseResult(name, offered)
     before = await trio.to_thread.run_sync(_counters, urls)
     started = trio.current_time()
+    cpu_before = time.process_time()
     if name == "max":
         await drive_max(urls, feeds, cfg, result)
     else:
         await drive_rate(urls, feeds, cfg, result)
+    result.driver_cpu_s = time.process_time() - cpu_before
     result.elapsed_s = trio.current_time() - started
     after = await trio.to_thread.run_sync(_counters, urls)
     # Node 0's counter: every node commits every transaction.
@@ -448,7 +473,16 @@ def _print_phase(r: PhaseResult, bound: float, report: Report_) -> None:
         f"p99 {r.percentile(99):.0f} ms ({len(r.latencies_ms):,} answers); "
         f"view changes {r.view_changes}; refused {r.refused}, not committed in 30 s "
         f"{r.not_committed}, batches skipped by the driver {r.skipped_batches}\n"
+        f"    driver: {r.driver_cpu_s:.1f} CPU-s, requests started late by p50 "
+        f"{_pct(r.send_lag_ms, 50):.0f} ms, p99 {_pct(r.send_lag_ms, 99):.0f} ms\n"
     )
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def _print_profile(path: Path, report: Report_, top: int = 25) -> None:

@@ -68,6 +68,9 @@ EVENT_QUEUE = 8192
 SERVE_QUEUE = 16
 MAX_EVENTS_PER_ROUND = 512
 GOSSIP_BATCH = 256
+# How often submitted transactions are gossiped: each frame costs a Noise seal, a
+# frame and a worker-thread trip at every peer, so frames carry what gathered meanwhile.
+GOSSIP_INTERVAL_S = 0.01
 GOSSIP_BACKLOG_BYTES = 4 * 1024 * 1024
 COMPACT_EVERY_RECORDS = 20_000
 MEMPOOL_TTL_MS = 10 * 60 * 1000
@@ -288,16 +291,25 @@ class NodeRuntime:
             while not any(self._gossip_backlog.values()):
                 self._gossip_arrived = trio.Event()
                 await self._gossip_arrived.wait()
-            for src, backlog in list(self._gossip_backlog.items()):
+            await self._admit_gossip(self._take_gossip())
+
+    def _take_gossip(self) -> list[bytes]:
+        """Up to ``GOSSIP_BATCH`` transactions, a frame from each member in turn: one
+        trip to the worker thread for many small frames, and no member crowds out the
+        others."""
+        txs: list[bytes] = []
+        while len(txs) < GOSSIP_BATCH and any(self._gossip_backlog.values()):
+            for src, backlog in self._gossip_backlog.items():
                 if backlog:
                     gossip = backlog.popleft()
                     self._gossip_backlog_bytes[src] -= sum(len(tx) for tx in gossip.txs)
-                    await self._admit_gossip(gossip)
+                    txs.extend(gossip.txs)
+        return txs
 
-    async def _admit_gossip(self, gossip: TxGossip) -> None:
+    async def _admit_gossip(self, txs: list[bytes]) -> None:
         now = self.clock_ms()
-        checked = await trio.to_thread.run_sync(self.app.check_batch, list(gossip.txs), now)
-        for tx_bytes, result in zip(gossip.txs, checked, strict=True):
+        checked = await trio.to_thread.run_sync(self.app.check_batch, txs, now)
+        for tx_bytes, result in zip(txs, checked, strict=True):
             if isinstance(result, TxRejected):
                 continue
             try:
@@ -323,7 +335,7 @@ class NodeRuntime:
 
     async def _gossip_loop(self) -> None:
         while True:
-            await trio.sleep(0.005)
+            await trio.sleep(GOSSIP_INTERVAL_S)
             if not self._gossip:
                 continue
             batch, self._gossip = self._gossip[:GOSSIP_BATCH], self._gossip[GOSSIP_BATCH:]
@@ -347,8 +359,19 @@ class NodeRuntime:
             events = await self._next_events()
             actions: list[Action] = []
             now = self.clock_ms()
+            view_before = self.replica.view
             for event in events:
                 actions.extend(self.replica.step(event, now))
+            if self.replica.view != view_before:
+                log.warning(
+                    "view change: view %d -> %d (primary of the new view: member %d) at "
+                    "height %d, %d requests pending",
+                    view_before,
+                    self.replica.view,
+                    self.replica.view % self.membership.n,
+                    self.replica.executed,
+                    len(self.replica.requests.pending),
+                )
             self.stats.steps += len(events)
             self.stats.rounds += 1
             await self._carry_out(actions)

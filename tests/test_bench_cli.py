@@ -38,6 +38,7 @@ def test_a_short_bench_commits_and_prints_every_figure(tmp_path: Path) -> None:
     assert all(int(p[2].replace(",", "")) > 0 for p in phases), out
     assert len(re.findall(r"commit latency p50 \d+ ms, p95 \d+ ms, p99 \d+ ms", out)) == 2
     assert re.search(r"view changes \d+; refused 0,", out)
+    assert len(re.findall(r"driver: [\d.]+ CPU-s, requests started late by p50 \d+ ms", out)) == 2
     assert re.search(r"nodes: peak RSS (\d+ / ){3}\d+ MiB", out), out
     # The consortium was kept where asked, and stopped.
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [f"node{i}" for i in range(4)]
