@@ -26,9 +26,7 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -46,6 +44,7 @@ from node.authoring import load_author
 from node.bench_http import Lane
 from node.client import ApiClient, ApiClientError, api_url_of_home
 from node.normalize import EntityType, normalize
+from node.ports import free_port_block
 from node.pseudonym import EntityRef, pseudonym
 from node.tx_kinds import Attribute, Report
 
@@ -352,20 +351,6 @@ def _counters(urls: Sequence[str]) -> list[tuple[float, float]]:
 # ----------------------------------------------------------------------- the run
 
 
-def _free_port_base(count: int) -> int:
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(20000, 60000 - count)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise BenchError("found no free range of local ports")
-
-
 @contextlib.contextmanager
 def _consortium_dir(cfg: BenchConfig) -> Iterator[Path]:
     if cfg.directory is not None:
@@ -393,7 +378,10 @@ def run_bench(cfg: BenchConfig, report: Report_) -> list[PhaseResult]:
         f"({cores} cores x {vps:,.0f} / {cfg.nodes} members)\n"
     )
     with _consortium_dir(cfg) as directory:
-        base = _free_port_base(2 * cfg.nodes)
+        try:
+            base = free_port_block(2 * cfg.nodes)
+        except OSError as exc:
+            raise BenchError(str(exc)) from None
         _, homes = make_testnet(
             directory, cfg.nodes, p2p_base_port=base, api_base_port=base + cfg.nodes
         )

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -47,6 +46,7 @@ from node.application import Application
 from node.authoring import Author, load_author
 from node.client import ApiClient, ApiClientError, api_url_of_home
 from node.config import load_config
+from node.ports import free_port_block
 from node.provision import make_testnet
 from node.pseudonym import EntityRef
 from node.store import LedgerStore
@@ -229,21 +229,6 @@ class CatchupResult:
     compared_heights: list[int]
 
 
-def free_port_base(count: int, rng: random.Random) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1 (other test runs
-    may share the machine, so the range is drawn at random and checked)."""
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000 - count)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise ScenarioError("found no range of free ports on 127.0.0.1")
-
-
 def memory_bytes(pid: int, field: str = "VmHWM") -> int:
     """A memory figure of a process from /proc (VmHWM: peak resident set; VmRSS: now),
     0 if it cannot be read."""
@@ -345,7 +330,8 @@ class CatchupScenario:
     def run(self, timeout_s: float) -> CatchupResult:
         deadline = time.monotonic() + timeout_s
         rng = random.Random(f"{self.seed}/{os.getpid()}/{time.time_ns()}")
-        p2p, api = free_port_base(4, rng), free_port_base(4, rng)
+        base = free_port_block(4, offsets=(0, 4), rng=rng)
+        p2p, api = base, base + 4
         _, homes = make_testnet(self.base, 4, p2p_base_port=p2p, api_base_port=api)
         self.homes = [h.path for h in homes]
         self.urls = [api_url_of_home(h) for h in self.homes]

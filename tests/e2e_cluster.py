@@ -4,7 +4,7 @@
 stand-in (``hostile_peer.Member3``) and the background client ``Load`` (with its
 ``Submission`` records), and reads the nodes' /status, /metrics and logs.
 ``configure`` tightens the honest nodes' p2p limits so the tests reach them quickly;
-``stop_processes``, ``free_port_block``, ``eventually`` and ``peak_rss_bytes`` are
+``stop_processes``, ``eventually`` and ``peak_rss_bytes`` are
 the process, port and polling helpers the fixture and the tests share.
 """
 
@@ -16,7 +16,6 @@ import os
 import random
 import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hostile_peer import HANDSHAKE_TIMEOUT_S, LOCAL, Member3
+from hostile_peer import HANDSHAKE_TIMEOUT_S, Member3
 
 from node.authoring import Author
 from node.client import ApiClient, ApiClientError
@@ -41,26 +40,6 @@ COMMIT_WAIT_S = 10.0
 
 
 # ------------------------------------------------------------------ small helpers
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((LOCAL, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(size: int) -> int:
-    # Below the usual ephemeral range (32768 and up), so the hundreds of client sockets
-    # test_e2e_hostile.py opens cannot be handed a port a node is about to listen on.
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - size)
-        if all(port_is_free(base + k) for k in range(size)):
-            return base
-    raise RuntimeError(f"no {size} consecutive free ports found")
 
 
 def eventually(

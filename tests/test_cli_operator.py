@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +13,7 @@ from click.testing import CliRunner, Result
 
 from cli import main
 from node import processes
-
-
-def free_base(tmp_path: Path) -> int:
-    return 20000 + random.Random(f"{os.getpid()}/{tmp_path}").randrange(0, 19000)
+from node.ports import free_port_block
 
 
 def run(*args: str) -> Result:
@@ -26,7 +21,7 @@ def run(*args: str) -> Result:
 
 
 def make_net(tmp_path: Path) -> tuple[Path, int]:
-    base = free_base(tmp_path)
+    base = free_port_block(4, offsets=(0, 500))
     net = tmp_path / "net"
     result = run("testnet", str(net), "--p2p-port", str(base), "--api-port", str(base + 500))
     assert result.exit_code == 0, result.output
@@ -201,7 +196,7 @@ def test_cluster_up_checks_every_config_before_starting_anything(tmp_path: Path)
 
 @pytest.mark.timeout(90)
 def test_demo_starts_a_consortium_and_shows_the_commits_on_every_node(tmp_path: Path) -> None:
-    base = free_base(tmp_path)
+    base = free_port_block(4, offsets=(0, 500))
     net = tmp_path / "demo"
     args = ["demo", str(net), "--txs", "7", "--p2p-port", str(base), "--api-port", str(base + 500)]
     try:

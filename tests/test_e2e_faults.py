@@ -14,7 +14,6 @@ import dataclasses
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from fault_proxy import FaultProxy
 
 from node.authoring import Author, load_author
 from node.config import load_config, render_config
+from node.ports import free_port_block
 from node.provision import make_testnet
 from node.verify_ledger import verify_ledger
 
@@ -40,27 +40,6 @@ SETTLE_S = 1.5  # for messages that crossed a link just before it was cut
 RECOVERY_S = 20.0  # SCENARIOS.md I6: a node that was faulty reaches the tip in 20 s
 
 T = TypeVar("T")
-
-
-def free_base_port() -> int:
-    """A port base whose p2p and API ports are free right now. Below 32768, where Linux
-    hands out ephemeral ports, so the proxies' and nodes' outgoing connections (and the
-    port-0 proxy listeners) cannot take them in the meantime."""
-    rng = random.Random()
-    for _ in range(100):
-        base = rng.randrange(20000, 32768 - API_OFFSET - N)
-        ports = [*range(base, base + N), *range(base + API_OFFSET, base + API_OFFSET + N)]
-        probes = [socket.socket() for _ in ports]
-        try:
-            for probe, port in zip(probes, ports, strict=True):
-                probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return base
-    raise RuntimeError("no free range of ports found")
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], within: float, what: str) -> T:
@@ -87,7 +66,7 @@ class Member:
 
 class Consortium:
     def __init__(self, tmp_path: Path) -> None:
-        base = free_base_port()
+        base = free_port_block(N, offsets=(0, API_OFFSET))
         genesis, homes = make_testnet(
             tmp_path / "net", N, p2p_base_port=base, api_base_port=base + API_OFFSET
         )

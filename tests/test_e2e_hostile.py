@@ -44,7 +44,6 @@ from e2e_cluster import (
     Load,
     configure,
     eventually,
-    free_port_block,
     peak_rss_bytes,
     stop_processes,
 )
@@ -73,6 +72,7 @@ from net.wire import Frame, TxGossip
 from node.authoring import load_author
 from node.client import ApiClient
 from node.keys import load_key
+from node.ports import free_port_block
 from node.processes import NodeProcess, spawn
 from node.provision import make_testnet
 
