@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_bench.py
 	$(BIN)/python benchmarks/catchup_bench.py
 	$(BIN)/python benchmarks/proof_bench.py
+	$(BIN)/python benchmarks/trace_bench.py
 
 stop:
 	$(BIN)/crosstrace cluster down consortium
