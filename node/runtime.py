@@ -136,6 +136,10 @@ class NodeRuntime:
         self.mempool = mempool
         self.clock_ms = clock_ms
         self.mempool_ttl_ms = mempool_ttl_ms
+        # Called on the event loop with each group of blocks just stored, before the
+        # clients waiting for their transactions are woken: state derived from the
+        # ledger (the case registry) is current by the time a client hears of a commit.
+        self.on_blocks_stored: list[Callable[[Sequence[tuple[Block, BlockIndex]]], None]] = []
         self.stats = RuntimeStats()
         self.durable = DurableState()
         self._durable_records = 0
@@ -450,6 +454,10 @@ class NodeRuntime:
             (block, cert, index) for (block, cert), index in zip(commits, indexes, strict=True)
         ]
         await trio.to_thread.run_sync(self.ledger.append_blocks, indexed)
+        if self.on_blocks_stored:
+            stored = [(block, index) for block, _cert, index in indexed]
+            for hook in self.on_blocks_stored:
+                hook(stored)
         now = trio.current_time()
         for _block, _cert, index in indexed:
             self.stats.blocks_committed += 1
