@@ -1,7 +1,8 @@
-"""Everything one member sends another: consensus messages plus transaction gossip.
+"""Everything one member sends another: consensus messages, transaction gossip and
+private details.
 
-Frames share the consensus message tags; gossip uses tags from 100 up, so one strict
-decoder covers the whole wire.
+Frames share the consensus message tags; the node's own frames use tags from 100 up, so
+one strict decoder covers the whole wire.
 """
 
 from __future__ import annotations
@@ -25,7 +26,56 @@ class TxGossip:
     txs: tuple[bytes, ...]
 
 
-Frame = Message | TxGossip
+# Sizes of the private-details frames, fixed here so the decoder enforces them (the
+# node layer, ``node.private_details``, gives the details bytes their meaning).
+TX_ID_SIZE = 32
+SALT_SIZE = 32
+MAX_DETAILS_BYTES = 64 * 1024
+# What a recipient answers: the first two end the sender's retries with success, the
+# others with a refusal that retrying cannot change (the check is a pure function of
+# the committed transaction, the sender and the bytes).
+DETAILS_ACK_STATUSES = ("stored", "expired", "mismatch", "not_signer", "no_commitment")
+
+
+@FRAMES.register(101)
+@dataclass(frozen=True)
+class PrivateDetails:
+    """A report's private details for one entitled member, from the member that signed
+    the transaction: the salt and the canonical details bytes whose commitment the
+    transaction carries. Sent only to the recipients the submitter named, never
+    gossiped; not droppable (a full queue resets the connection, counted and logged)
+    and re-sent until a ``DetailsAck`` arrives."""
+
+    tx_id: bytes
+    salt: bytes
+    details: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.tx_id) != TX_ID_SIZE:
+            raise ValueError(f"tx_id must be {TX_ID_SIZE} bytes, got {len(self.tx_id)}")
+        if len(self.salt) != SALT_SIZE:
+            raise ValueError(f"salt must be {SALT_SIZE} bytes, got {len(self.salt)}")
+        if not 1 <= len(self.details) <= MAX_DETAILS_BYTES:
+            raise ValueError(f"details must be 1 to {MAX_DETAILS_BYTES} bytes")
+
+
+@FRAMES.register(102)
+@dataclass(frozen=True)
+class DetailsAck:
+    """A recipient's answer to ``PrivateDetails``: ``status`` is one of
+    ``DETAILS_ACK_STATUSES``."""
+
+    tx_id: bytes
+    status: str
+
+    def __post_init__(self) -> None:
+        if len(self.tx_id) != TX_ID_SIZE:
+            raise ValueError(f"tx_id must be {TX_ID_SIZE} bytes, got {len(self.tx_id)}")
+        if self.status not in DETAILS_ACK_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(DETAILS_ACK_STATUSES)}")
+
+
+Frame = Message | TxGossip | PrivateDetails | DetailsAck
 
 
 def encode_frame(frame: Frame) -> bytes:

@@ -54,7 +54,7 @@ from consensus.messages import BlockRequest, BlockResponse, CertifiedBatch
 from consensus.params import Params
 from consensus.replica import Replica
 from net.transport import Transport
-from net.wire import TxGossip
+from net.wire import DetailsAck, PrivateDetails, TxGossip
 from node.application import Application
 from node.latency import LatencyHistogram
 from node.ledger import Ledger
@@ -158,6 +158,9 @@ class NodeRuntime:
         self._submitted_at: dict[bytes, float] = {}
         self._height_changed = trio.Event()
         self.started = trio.Event()
+        # Private details bypass consensus: the service in ``node.private_service``
+        # registers itself here (the handler must not block: it queues and returns).
+        self.frame_handlers: dict[type, Callable[[int, PrivateDetails | DetailsAck], None]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -269,7 +272,11 @@ class NodeRuntime:
                 return
             if not self.membership.is_member(src):
                 continue
-            if isinstance(frame, TxGossip):
+            if isinstance(frame, PrivateDetails | DetailsAck):
+                handler = self.frame_handlers.get(type(frame))
+                if handler is not None:
+                    handler(src, frame)
+            elif isinstance(frame, TxGossip):
                 self._queue_gossip(src, frame)
             elif isinstance(frame, BlockRequest):
                 try:
