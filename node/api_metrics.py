@@ -13,7 +13,7 @@ counts) start from zero when the node starts, as Prometheus expects of counters;
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 from net.tcp_peer import PeerStatistics
@@ -69,6 +69,8 @@ class MetricsCollector:
         self.runtime = runtime
         self.store = store
         self.member_name = member_name
+        # Families of the node's services (private details ...), appended by build_app.
+        self.extras: list[Callable[[Exposition], None]] = []
 
     def render(self) -> str:
         """One scrape. Synchronous on purpose: no other task runs while the values are
@@ -128,6 +130,8 @@ class MetricsCollector:
         self._mempool(out)
         self._network(out)
         self._latency(out)
+        for extra in self.extras:
+            extra(out)
         return out.text()
 
     def _mempool(self, out: Exposition) -> None:

@@ -65,6 +65,7 @@ class Author:
         category: str,
         attributes: Sequence[tuple[str, str]] = (),
         case_id: str | None = None,
+        details_commitment: bytes | None = None,
     ) -> bytes:
         if category not in CATEGORIES:
             raise AuthoringError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
@@ -75,13 +76,19 @@ class Author:
                 attributes=tuple(Attribute(k, v) for k, v in sorted(dict(attributes).items())),
                 case_id=case_id,
                 observed_ms=int(time.time() * 1000),
-                details_commitment=None,
+                details_commitment=details_commitment,
             )
         except ValueError as exc:
             raise AuthoringError(str(exc)) from None
         return self.sign(body)
 
-    def link(self, a: tuple[str, str], b: tuple[str, str], relation: str) -> bytes:
+    def link(
+        self,
+        a: tuple[str, str],
+        b: tuple[str, str],
+        relation: str,
+        evidence_commitment: bytes | None = None,
+    ) -> bytes:
         if relation not in RELATIONS:
             raise AuthoringError(f"unknown relation {relation!r}; one of {', '.join(RELATIONS)}")
         try:
@@ -90,7 +97,7 @@ class Author:
                 b=self.entity(*b),
                 relation=relation,
                 observed_ms=int(time.time() * 1000),
-                evidence_commitment=None,
+                evidence_commitment=evidence_commitment,
             )
         except ValueError as exc:
             raise AuthoringError(str(exc)) from None

@@ -108,6 +108,40 @@ class ApiClient:
         """The inclusion proof file of a committed transaction."""
         return self._request("GET", f"/txs/{tx_id}/proof").content
 
+    def submit_details(
+        self,
+        tx: bytes,
+        salt: bytes,
+        details: dict[str, str],
+        share_with: Sequence[str] | None,
+        *,
+        wait: bool = False,
+        timeout_s: float = 5.0,
+    ) -> tuple[int, dict[str, Any]]:
+        """A signed report or link with the private details it commits to
+        (``POST /details``); the answer has the shape of ``submit``'s."""
+        params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
+        body: dict[str, Any] = {"tx": tx.hex(), "salt": salt.hex(), "details": details}
+        if share_with is not None:
+            body["share_with"] = list(share_with)
+        response = self._request(
+            "POST",
+            "/details",
+            json=body,
+            params=params,
+            ok=(200, 202, 422),
+            extra_timeout_s=timeout_s if wait else 0.0,
+        )
+        answer = self._json(response)
+        assert isinstance(answer, dict)
+        return response.status_code, answer
+
+    def details(self, tx_id: str) -> dict[str, Any]:
+        """The private details this node holds for a transaction (``GET /details/{id}``)."""
+        answer = self._call("GET", f"/details/{tx_id}")
+        assert isinstance(answer, dict)
+        return answer
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, method: str, path: str) -> Any:

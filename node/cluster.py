@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -18,6 +19,8 @@ from net.transport import MemoryHub, Transport
 from node.application import Application
 from node.genesis import Genesis, GenesisConsensus, Member, assemble_genesis
 from node.mempool import Mempool
+from node.private_service import PrivateDetailsService
+from node.private_store import PrivateStore
 from node.provision import local_member_layout
 from node.runtime import NodeRuntime
 from node.store import LedgerStore
@@ -105,6 +108,8 @@ class _Running:
     runtime: NodeRuntime
     store: LedgerStore
     scope: trio.CancelScope
+    details: PrivateDetailsService
+    private_store: PrivateStore
     done: trio.Event = field(default_factory=trio.Event)
 
 
@@ -118,7 +123,10 @@ class InProcessCluster:
         genesis: Genesis,
         signers: Sequence[Signer],
         transport: str = "memory",
+        private_options: dict[str, Any] | None = None,
     ) -> None:
+        """``private_options`` go to each node's ``PrivateDetailsService`` (retention
+        and timings; one year of retention when not given)."""
         if transport not in ("memory", "tcp"):
             raise ValueError(f"unknown transport {transport!r}")
         self.base_dir = base_dir
@@ -126,6 +134,7 @@ class InProcessCluster:
         self.signers = list(signers)
         self.n = len(signers)
         self.transport_kind = transport
+        self.private_options = {"retention_ms": 365 * 24 * 3600 * 1000} | (private_options or {})
         self.hub = MemoryHub(self.n)
         # Shared with every TcpTransport: a node dials the members above it, so nodes
         # start from the highest index down and each finds its peers' ports filled in.
@@ -160,8 +169,15 @@ class InProcessCluster:
         else:
             transport = self.hub.attach(index)
         runtime = build_runtime(index, self.genesis, self.signers[index], store, transport)
+        # Its own environment beside the ledger's: see ``node.private_store``.
+        private_store = PrivateStore.open(
+            self.data_dir(index) / "private", chain_id=self.genesis.chain_id
+        )
+        details = PrivateDetailsService(
+            runtime, store, private_store, self.genesis, **self.private_options
+        )
         scope = trio.CancelScope()
-        running = _Running(runtime, store, scope)
+        running = _Running(runtime, store, scope, details, private_store)
         self.nodes[index] = running
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -172,6 +188,7 @@ class InProcessCluster:
                             port = await inner.start(tcp.run)
                             self.addresses[index] = ("127.0.0.1", port)
                         await inner.start(runtime.run)
+                        await inner.start(details.run)
                         task_status.started()
             finally:
                 running.done.set()
@@ -185,6 +202,7 @@ class InProcessCluster:
         running.scope.cancel()
         await running.done.wait()
         self.hub.detach(index)
+        running.private_store.close()
         running.store.close()
 
     async def stop(self) -> None:
@@ -196,6 +214,9 @@ class InProcessCluster:
 
     def store(self, index: int) -> LedgerStore:
         return self.nodes[index].store
+
+    def details(self, index: int) -> PrivateDetailsService:
+        return self.nodes[index].details
 
     def member_name(self, index: int) -> str:
         return self.genesis.members[index].name

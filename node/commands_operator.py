@@ -24,6 +24,18 @@ home_option = click.option(
 )
 url_option = click.option("--url", help="The node's API base URL, e.g. http://127.0.0.1:8600.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
+detail_option = click.option(
+    "--detail",
+    "details",
+    multiple=True,
+    help="KEY=VALUE, repeatable: private details, kept off the ledger (only a commitment "
+    "goes on it) and sent to the --share-with members only.",
+)
+share_with_option = click.option(
+    "--share-with",
+    help="Comma-separated member names to send the details to (this member always keeps "
+    "them). Default: the members with the investigator role.",
+)
 
 
 def resolve_url(home: Path | None, url: str | None) -> str:
@@ -145,6 +157,8 @@ def submit(ctx: click.Context, home: Path, url: str | None, wait: bool, timeout:
       crosstrace submit --home ./consortium/node1 link \\
           phone:+8613800138000 account:DE89370400440532013000 --relation uses
       crosstrace submit --home ./consortium/node1 sample --count 20
+      crosstrace submit --home ./consortium/node1 report phone:+8613800138000 \\
+          --category fraud_call --detail victim="Li Na" --share-with police-0
     """
     if not 0 < timeout <= 60:
         raise click.BadParameter("must be more than 0 and at most 60", param_hint="--timeout")
@@ -187,37 +201,73 @@ def _author(ctx: click.Context) -> Any:
 @click.option("--category", required=True, help="fraud_call, money_mule, phishing, ...")
 @click.option("--attr", "attrs", multiple=True, help="KEY=VALUE, repeatable.")
 @click.option("--case", "case_id", help="The case this report belongs to.")
+@detail_option
+@share_with_option
 @click.pass_context
 def report(
-    ctx: click.Context, entity: str, category: str, attrs: tuple[str, ...], case_id: str | None
+    ctx: click.Context,
+    entity: str,
+    category: str,
+    attrs: tuple[str, ...],
+    case_id: str | None,
+    details: tuple[str, ...],
+    share_with: str | None,
 ) -> None:
-    """Report an observation about ENTITY (TYPE:VALUE, e.g. phone:+8613800138000)."""
+    """Report an observation about ENTITY (TYPE:VALUE, e.g. phone:+8613800138000).
+
+    With --detail, the details stay off the ledger: the report carries a salted
+    commitment to them, and the node sends them only to the members named.
+    """
+    from node.commands_details import prepare, send
+
     pairs = []
     for attr in attrs:
         key, sep, value = attr.partition("=")
         if not sep:
             raise click.BadParameter(f"expected KEY=VALUE, got {attr!r}", param_hint="--attr")
         pairs.append((key, value))
+    sharing = prepare(_author(ctx), details, share_with)
+    commitment = None if sharing is None else sharing.commitment
     try:
         entity_type, raw = parse_entity(entity)
-        tx = _author(ctx).report(entity_type, raw, category, pairs, case_id)
+        tx = _author(ctx).report(entity_type, raw, category, pairs, case_id, commitment)
     except AuthoringError as exc:
         raise click.ClickException(str(exc)) from None
-    _send(ctx, [tx])
+    if sharing is None:
+        _send(ctx, [tx])
+    else:
+        send(ctx.obj, tx, sharing)
 
 
 @submit.command(context_settings=CONTEXT)
 @click.argument("a")
 @click.argument("b")
 @click.option("--relation", required=True, help="owns, uses, transferred_to, called, ...")
+@detail_option
+@share_with_option
 @click.pass_context
-def link(ctx: click.Context, a: str, b: str, relation: str) -> None:
-    """Report that entity A relates to entity B (each TYPE:VALUE)."""
+def link(
+    ctx: click.Context,
+    a: str,
+    b: str,
+    relation: str,
+    details: tuple[str, ...],
+    share_with: str | None,
+) -> None:
+    """Report that entity A relates to entity B (each TYPE:VALUE); --detail gives the
+    evidence, kept off the ledger like a report's details."""
+    from node.commands_details import prepare, send
+
+    sharing = prepare(_author(ctx), details, share_with)
+    commitment = None if sharing is None else sharing.commitment
     try:
-        tx = _author(ctx).link(parse_entity(a), parse_entity(b), relation)
+        tx = _author(ctx).link(parse_entity(a), parse_entity(b), relation, commitment)
     except AuthoringError as exc:
         raise click.ClickException(str(exc)) from None
-    _send(ctx, [tx])
+    if sharing is None:
+        _send(ctx, [tx])
+    else:
+        send(ctx.obj, tx, sharing)
 
 
 @submit.command(context_settings=CONTEXT)
