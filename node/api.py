@@ -43,10 +43,12 @@ from node.api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.api_metrics import MetricsCollector, peer_statistics
 from node.api_openapi import openapi_document
 from node.api_proof import proof_route
+from node.api_tracing import tracing_routes
 from node.genesis import Genesis
 from node.runtime import NodeRuntime, SubmitResult
 from node.store import LedgerStore
 from node.store_layout import MAX_HEIGHT
+from node.tracing_service import TracingService
 from node.transactions import decode_tx, tx_id
 
 log = logging.getLogger("crosstrace.api")
@@ -298,6 +300,7 @@ def build_app(
     genesis: Genesis,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    tracing: TracingService | None = None,
 ) -> Starlette:
     api = _Api(runtime, store, genesis, max_body_bytes)
     routes = [
@@ -308,6 +311,7 @@ def build_app(
         # Before "/blocks/{height}", which would otherwise take "latest" as a height.
         Route("/blocks/latest", api.latest_block, methods=["GET"]),
         Route("/blocks/{height}", api.get_block, methods=["GET"]),
+        *tracing_routes(tracing),  # cases, queries and audit: node.api_tracing
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.api_openapi_tracing import SCHEMAS as TRACING_SCHEMAS
+from node.api_openapi_tracing import tracing_paths
+
 JSON = "application/json"
 HEX = {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$"}
 DIGEST_HEX = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
@@ -277,6 +280,7 @@ def openapi_document() -> dict[str, Any]:
                     [{"name": "height", "in": "path", "required": True, "schema": INT}],
                 )
             },
+            **tracing_paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (text exposition format 0.0.4).",
@@ -295,5 +299,5 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS | TRACING_SCHEMAS},
     }

@@ -27,8 +27,10 @@ from node.config import ConfigError, NodeConfig, load_config
 from node.genesis import Genesis, GenesisError, load_genesis, split_host_port
 from node.keys import KeyFileError, NodeKey, load_key
 from node.mempool import Mempool
+from node.pseudonym import PseudonymKeyError
 from node.runtime import NodeRuntime
 from node.store import LedgerStore, StoreError
+from node.tracing_service import TracingService
 
 log = logging.getLogger("crosstrace.daemon")
 
@@ -181,13 +183,20 @@ async def _run_node(
     task_status: trio.TaskStatus[int],
 ) -> None:
     config, genesis = files.config, files.genesis
+    try:
+        # Before the runtime runs: the case registry is loaded, then kept current.
+        tracing = TracingService.for_node(
+            runtime, store, genesis, config.tracing.pseudonym_key_file
+        )
+    except PseudonymKeyError as exc:
+        raise StartupError(str(exc)) from None
     async with trio.open_nursery() as nursery:
         port = await nursery.start(transport.run)
         await nursery.start(runtime.run)
         api_host, api_port = split_host_port(config.api.listen, allow_port_zero=True)
         try:
             api_port = await nursery.start(
-                serve_api, build_app(runtime, store, genesis), api_host, api_port
+                serve_api, build_app(runtime, store, genesis, tracing=tracing), api_host, api_port
             )
         except OSError as exc:
             raise StartupError(str(exc)) from None

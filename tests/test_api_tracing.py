@@ -1,0 +1,500 @@
+"""Cases, tracing queries and the audit trail through the local API, on an in-process
+consortium of four nodes: every endpoint, every refusal with its exact message, and the
+access record a query leaves on every node's ledger before it is answered."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from tracing_api_helpers import (
+    ACCOUNT,
+    DAY,
+    DEVICE,
+    EMAIL,
+    PHONE,
+    TracingCluster,
+    now_ms,
+    ref,
+    tracing_cluster,
+)
+
+from node.api import build_app
+from node.cases import format_time_ms
+from node.tracing import TimeWindow, short_pseudonym
+from node.tracing_service import TracingService
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code, body
+    message: str = body["message"]
+    return message
+
+
+def short(text: str) -> str:
+    return short_pseudonym(ref(text))
+
+
+async def build_ledger(tc: TracingCluster) -> dict[str, bytes]:
+    """Reports and links from three members; returns their tx ids by name."""
+    now = now_ms()
+    names = ["phone report", "phone-account", "account report", "account-device", "device-email"]
+    txs = [
+        tc.report(1, PHONE, now - 2 * DAY),
+        tc.link(2, PHONE, ACCOUNT, "uses", now - DAY),
+        tc.report(1, ACCOUNT, now - DAY, "money_mule"),
+        tc.link(3, ACCOUNT, DEVICE, "logged_in_from", now - DAY),
+        tc.link(2, DEVICE, EMAIL, "registered_with", now - DAY),
+    ]
+    return dict(zip(names, await tc.commit(txs), strict=True))
+
+
+async def test_a_case_opened_approved_by_k_members_then_queried_leaves_an_audit_trail(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            ids = await build_ledger(tc)
+            opened = await tc.open_case("HZ-2026-01", [PHONE, ACCOUNT])
+            case = opened["case"]
+            assert opened["committed"] is True and opened["height"] >= 1
+            assert case["case_id"] == "HZ-2026-01" and case["state"] == "pending"
+            assert case["opened"]["member"] == "police-0"
+            assert case["reason"] == "case 'HZ-2026-01' is waiting for approval: 0 of 3 approvals"
+            assert [e["pseudonym"] for e in case["scope"]] == [
+                ref(PHONE).pseudonym.hex(),
+                ref(ACCOUNT).pseudonym.hex(),
+            ]
+            # Every node's registry has it once the block is stored there.
+            shown = (await tc.clients[3].get("/cases/HZ-2026-01")).json()
+            assert shown["state"] == "pending" and shown["needed"] == 3
+
+            await tc.approve("HZ-2026-01", [1, 2])
+            shown = (await tc.clients[0].get("/cases/HZ-2026-01")).json()
+            assert shown["reason"] == "case 'HZ-2026-01' is waiting for approval: 2 of 3 approvals"
+            approved = await tc.approve("HZ-2026-01", [3])
+            assert approved["case"]["state"] == "active"
+            assert [a["member"] for a in approved["case"]["approvals"]] == [
+                "bank-1",
+                "telecom-2",
+                "bank-3",
+            ]
+            listed = (await tc.clients[2].get("/cases")).json()
+            assert listed["needed"] == 3
+            assert [(c["case_id"], c["state"]) for c in listed["cases"]] == [
+                ("HZ-2026-01", "active")
+            ]
+
+            response = await tc.clients[0].post(
+                "/trace", json={"case_id": "HZ-2026-01", "entity": PHONE}
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["query"] == "trace" and answer["case_id"] == "HZ-2026-01"
+            assert answer["entity"] == {"type": "phone", "pseudonym": ref(PHONE).pseudonym.hex()}
+            assert [(r["kind"], r["member"]) for r in answer["records"]] == [
+                ("report", "bank-1"),
+                ("link", "telecom-2"),
+            ]
+            assert answer["records"][0]["tx_id"] == ids["phone report"].hex()
+            assert answer["records"][0]["category"] == "fraud_call"
+            assert answer["records"][1]["relation"] == "uses"
+            access = answer["access"]
+            assert access["committed"] is True
+            assert response.headers["crosstrace-access-tx"] == access["tx_id"]
+            assert response.headers["crosstrace-access-height"] == str(access["height"])
+            timing = response.headers["server-timing"]
+            assert re.fullmatch(
+                r"authorise;dur=[0-9.]+, audit;dur=[0-9.]+, query;dur=[0-9.]+", timing
+            ), timing
+
+            # The access record is on every node's ledger, as committed by consensus.
+            access_id = bytes.fromhex(access["tx_id"])
+            await tc.settle()
+            for i in range(4):
+                location = tc.cluster.store(i).tx_location(access_id)
+                assert location == (access["height"], access["index"]), i
+            audit = (await tc.clients[2].get("/audit")).json()
+            [record] = audit["records"]
+            assert record["tx_id"] == access["tx_id"] and record["member"] == "police-0"
+            assert record["case_id"] == "HZ-2026-01" and record["query"] == "trace"
+            assert record["subject"] == answer["entity"]
+            assert audit["next_after"] is None
+            # The clear identifier went nowhere: not in any block of any node.
+            for i in range(4):
+                store = tc.cluster.store(i)
+                for block, _cert in store.blocks_range(1, store.tip()[0]):
+                    for tx in block.txs:
+                        assert b"0013" not in tx and b"DE89" not in tx
+
+            graph = await tc.clients[1].post(
+                "/graph", json={"case_id": "HZ-2026-01", "entity": PHONE, "depth": 3}
+            )
+            assert graph.status_code == 200, graph.text
+            nodes = {(n["type"], n["depth"]) for n in graph.json()["nodes"]}
+            assert nodes == {("phone", 0), ("account", 1), ("device", 2), ("email", 3)}
+            assert [e["relation"] for e in graph.json()["edges"]] == [
+                "uses",
+                "logged_in_from",
+                "registered_with",
+            ]
+            dot = await tc.clients[1].post(
+                "/graph",
+                json={"case_id": "HZ-2026-01", "entity": ACCOUNT, "depth": 1, "format": "dot"},
+            )
+            assert dot.status_code == 200, dot.text
+            assert dot.headers["content-type"].startswith("text/vnd.graphviz")
+            assert dot.text.startswith("digraph trace {") and "logged_in_from" in dot.text
+            assert f"account\\n{short(ACCOUNT)}" in dot.text
+            assert dot.headers["crosstrace-access-tx"] != access["tx_id"]
+
+            history = await tc.clients[2].post(
+                "/history",
+                json={"case_id": "HZ-2026-01", "tx_id": ids["phone report"].hex()},
+            )
+            assert history.status_code == 200, history.text
+            found = history.json()
+            assert found["record"]["member"] == "bank-1" and found["record"]["kind"] == "report"
+            assert [(r["how"], r["relation"]) for r in found["referred_by"]] == [("links", "uses")]
+
+            # Three more queries, each audited: by member, kind and case, and in pages.
+            await tc.settle()
+            audit = (await tc.clients[0].get("/audit", params={"case": "HZ-2026-01"})).json()
+            assert [(r["member"], r["query"]) for r in audit["records"]] == [
+                ("police-0", "trace"),
+                ("bank-1", "graph"),
+                ("bank-1", "graph"),
+                ("telecom-2", "history"),
+            ]
+            assert audit["records"][3]["subject"]["type"] == "phone"
+            by_member = (await tc.clients[0].get("/audit", params={"member": "bank-1"})).json()
+            assert [r["query"] for r in by_member["records"]] == ["graph", "graph"]
+            by_kind = (await tc.clients[0].get("/audit", params={"query": "history"})).json()
+            assert [r["member"] for r in by_kind["records"]] == ["telecom-2"]
+            assert (await tc.clients[0].get("/audit", params={"case": "OTHER"})).json() == {
+                "records": [],
+                "next_after": None,
+            }
+            first = (await tc.clients[0].get("/audit", params={"limit": "3"})).json()
+            assert len(first["records"]) == 3 and first["next_after"] is not None
+            after = "{}:{}".format(*first["next_after"])
+            rest = (await tc.clients[0].get("/audit", params={"after": after})).json()
+            assert [r["query"] for r in rest["records"]] == ["history"]
+            assert rest["next_after"] is None
+
+
+async def test_every_refusal_of_a_query_with_its_exact_message(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            ids = await build_ledger(tc)
+            now = now_ms()
+            window = (now - 30 * DAY, now + DAY)
+            await tc.open_case("HZ-1", [PHONE, ACCOUNT], window=window)
+            client = tc.clients[0]
+
+            async def refused(path: str, body: dict[str, Any], status: int, code: str) -> str:
+                before = len(tc.cluster.runtime(0).mempool)
+                message = error(await client.post(path, json=body), status, code)
+                # Refused before anything was signed: no access record was submitted.
+                assert len(tc.cluster.runtime(0).mempool) == before
+                return message
+
+            trace = {"case_id": "HZ-1", "entity": PHONE}
+            assert await refused("/trace", trace | {"case_id": "NOPE"}, 403, "no_case") == (
+                "there is no case 'NOPE' on the ledger"
+            )
+            assert await refused("/trace", trace, 403, "not_approved") == (
+                "case 'HZ-1' is waiting for approval: 0 of 3 approvals"
+            )
+            await tc.approve("HZ-1", [1])
+            assert await refused("/graph", trace, 403, "not_approved") == (
+                "case 'HZ-1' is waiting for approval: 1 of 3 approvals"
+            )
+            await tc.approve("HZ-1", [2, 3])
+            assert (await client.post("/trace", json=trace)).status_code == 200
+
+            out = {"case_id": "HZ-1", "entity": DEVICE}
+            assert await refused("/trace", out, 403, "out_of_scope") == (
+                f"device {short(DEVICE)} is not in the scope of case 'HZ-1'"
+            )
+            assert await refused("/graph", out | {"format": "dot"}, 403, "out_of_scope") == (
+                f"device {short(DEVICE)} is not in the scope of case 'HZ-1'"
+            )
+            late = {"start_ms": now + 2 * DAY, "end_ms": now + 3 * DAY}
+            case_window = TimeWindow(*window)
+            asked = TimeWindow(late["start_ms"], late["end_ms"])
+            assert await refused("/trace", trace | {"window": late}, 403, "outside_window") == (
+                f"the requested window ({asked}) lies outside the window of case 'HZ-1' "
+                f"({case_window})"
+            )
+            device_link = ids["device-email"].hex()
+            assert await refused(
+                "/history", {"case_id": "HZ-1", "tx_id": device_link}, 403, "out_of_scope"
+            ) == (f"transaction {device_link[:16]} concerns no entity in the scope of case 'HZ-1'")
+            assert await refused(
+                "/history", {"case_id": "HZ-1", "tx_id": "ab" * 32}, 404, "no_record"
+            ) == (f"there is no transaction {'ab' * 8} on the ledger")
+            # A malformed identifier: precise, and the value is not quoted back.
+            for entity, expected in [
+                ("phone:12", "entity: phone: the value is not a valid phone number"),
+                ("account:12", "entity: account: the value is neither an IBAN nor a domestic "
+                 "account number of 8 to 34 digits"),
+                ("gsm:+8613800138000", "entity: the part before ':' is not an entity type; "
+                 "one of phone, account, device, email, ip, person_id, wallet, domain"),
+                ("+8613800138000", "entity must be TYPE:VALUE with TYPE one of phone, account, "
+                 "device, email, ip, person_id, wallet, domain"),
+                ("phone:", "entity must be TYPE:VALUE with TYPE one of phone, account, "
+                 "device, email, ip, person_id, wallet, domain"),
+            ]:  # fmt: skip
+                message = await refused("/trace", trace | {"entity": entity}, 400, "bad_identifier")
+                assert message == expected, entity
+            assert await refused(
+                "/trace", trace | {"entity": 13800138000}, 400, "bad_identifier"
+            ) == ("entity must be a string TYPE:VALUE")
+            assert await refused("/trace", trace | {"case_id": "a b"}, 400, "bad_case_id") == (
+                "case_id must be letters and digits, optionally joined by . _ : / -"
+            )
+
+            # Closed: by the opener, then nothing more is answered under it.
+            closed = await client.post("/cases/HZ-1/close")
+            assert closed.status_code == 200, closed.text
+            height = closed.json()["height"]
+            await tc.settle()
+            assert closed.json()["case"]["state"] == "closed"
+            assert await refused("/trace", trace, 403, "closed") == (
+                f"case 'HZ-1' was closed by 'police-0' at height {height}"
+            )
+            assert await refused(
+                "/history", {"case_id": "HZ-1", "tx_id": ids["phone report"].hex()}, 403, "closed"
+            ) == (f"case 'HZ-1' was closed by 'police-0' at height {height}")
+
+
+async def test_an_expired_case_authorises_nothing(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            expires = now_ms() + 3000
+            await tc.open_case("HZ-EXP", [PHONE], expires_ms=expires)
+            await tc.approve("HZ-EXP")
+            trace = {"case_id": "HZ-EXP", "entity": PHONE}
+            assert (await tc.clients[0].post("/trace", json=trace)).status_code == 200
+            await trio.sleep(max(0.0, (expires - now_ms()) / 1000) + 0.05)
+            message = error(await tc.clients[0].post("/trace", json=trace), 403, "expired")
+            assert message == f"case 'HZ-EXP' expired at {format_time_ms(expires)}"
+            shown = (await tc.clients[1].get("/cases/HZ-EXP")).json()
+            assert shown["state"] == "expired" and shown["reason"] == message
+            late = error(await tc.clients[1].post("/cases/HZ-EXP/approve"), 409, "case_expired")
+            assert late == message
+
+
+async def test_case_changes_refused_with_their_reasons(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            now = now_ms()
+            body = {
+                "case_id": "HZ-9",
+                "purpose": "Mule accounts",
+                "scope": [PHONE],
+                "window": {"start_ms": now - DAY, "end_ms": now},
+                "expires_ms": now + DAY,
+            }
+            # Only an investigator opens or closes a case; only an approver approves.
+            assert error(await tc.clients[1].post("/cases", json=body), 403, "forbidden_role") == (
+                "this node's member 'bank-1' does not hold the investigator role, which opening "
+                "a case needs"
+            )
+            assert error(await tc.clients[1].post("/cases/HZ-9/approve"), 404, "no_case") == (
+                "there is no case 'HZ-9' on the ledger"
+            )
+            assert (await tc.clients[0].post("/cases", json=body)).status_code == 201
+            await tc.settle()
+            assert error(await tc.clients[0].post("/cases", json=body), 409, "case_exists") == (
+                "case 'HZ-9' is already on the ledger (opened by 'police-0' at height 1)"
+            )
+            assert (await tc.clients[2].post("/cases/HZ-9/approve")).status_code == 200
+            await tc.settle()
+            again = error(await tc.clients[2].post("/cases/HZ-9/approve"), 409, "already_approved")
+            assert again == "member 'telecom-2' already approved case 'HZ-9' at height 2"
+            assert error(await tc.clients[3].post("/cases/HZ-9/close"), 403, "forbidden_role") == (
+                "this node's member 'bank-3' does not hold the investigator role, which closing "
+                "a case needs"
+            )
+            assert (await tc.clients[0].post("/cases/HZ-9/close")).status_code == 200
+            await tc.settle()
+            closed = "case 'HZ-9' was closed by 'police-0' at height 3"
+            assert (
+                error(await tc.clients[0].post("/cases/HZ-9/close"), 409, "case_closed") == closed
+            )
+            assert (
+                error(await tc.clients[1].post("/cases/HZ-9/approve"), 409, "case_closed") == closed
+            )
+            assert error(await tc.clients[0].get("/cases/HZ-404"), 404, "no_case") == (
+                "there is no case 'HZ-404' on the ledger"
+            )
+            # Case ids may hold "/": the whole id is the path parameter.
+            slashed = body | {"case_id": "HZ/2026/7"}
+            assert (await tc.clients[0].post("/cases", json=slashed)).status_code == 201
+            await tc.settle()
+            assert (await tc.clients[1].post("/cases/HZ/2026/7/approve")).status_code == 200
+            assert (await tc.clients[1].get("/cases/HZ/2026/7")).json()["case_id"] == "HZ/2026/7"
+
+            # What admission refuses comes back with its code: a raw identifier in a purpose.
+            leaky = body | {"case_id": "HZ-10", "purpose": "calls from 138 0013 8000"}
+            assert error(await tc.clients[0].post("/cases", json=leaky), 422, "rejected") == (
+                "the node refused the case transaction: raw_identifier: case.purpose seems to "
+                "contain a phone, account, IMEI or ID number: a raw identifier never enters a "
+                "transaction; submit it as an entity reference (type, pseudonym)"
+            )
+
+
+async def test_malformed_requests_get_a_400_naming_the_field(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            client = tc.clients[0]
+            now = now_ms()
+            case = {
+                "case_id": "HZ-1",
+                "purpose": "Mule accounts",
+                "scope": [PHONE],
+                "window": {"start_ms": now - DAY, "end_ms": now},
+                "expires_ms": now + DAY,
+            }
+            trace = {"case_id": "HZ-1", "entity": PHONE}
+            fields = "case_id, entity, depth, window, format"
+            cases: list[tuple[str, Any, str, str]] = [
+                ("/trace", b"{", "bad_json", "the body is not valid JSON"),
+                ("/trace", [], "bad_request", "the body must be a JSON object"),
+                ("/trace", {"entity": PHONE}, "bad_request", "case_id is required"),
+                ("/trace", trace | {"x": 1}, "bad_request",
+                 "unexpected fields; the fields are case_id, entity, window, limit, after"),
+                ("/graph", trace | {"phone": PHONE}, "bad_request",
+                 f"unexpected fields; the fields are {fields}"),
+                ("/trace", trace | {"limit": 0}, "bad_request", "limit must be 1 to 1000"),
+                ("/trace", trace | {"limit": True}, "bad_request", "limit must be an integer"),
+                ("/trace", trace | {"limit": None}, "bad_request", "limit must be an integer"),
+                ("/trace", trace | {"after": [1]}, "bad_request", "after must be [height, index]"),
+                ("/trace", trace | {"after": [1, -1]}, "bad_request",
+                 f"after[1] must be 0 to {2**63 - 1}"),
+                ("/trace", trace | {"window": {"start_ms": 5}}, "bad_request",
+                 "end_ms is required"),
+                ("/trace", trace | {"window": {"start_ms": 5, "end_ms": 4}}, "bad_window",
+                 "window.start_ms is after window.end_ms"),
+                ("/trace", trace | {"window": None}, "bad_request",
+                 "the body must be a JSON object"),
+                ("/graph", trace | {"depth": 7}, "bad_request", "depth must be 0 to 6"),
+                ("/graph", trace | {"depth": 1.5}, "bad_request", "depth must be an integer"),
+                ("/graph", trace | {"format": "svg"}, "bad_request", "format must be json or dot"),
+                ("/history", {"case_id": "HZ-1", "tx_id": "zz"}, "bad_hex",
+                 "tx_id must be 64 hex digits"),
+                ("/history", {"case_id": "HZ-1", "tx_id": 5}, "bad_request",
+                 "tx_id must be a string"),
+                ("/cases", case | {"scope": PHONE}, "bad_scope",
+                 "scope must be a list of TYPE:VALUE strings"),
+                ("/cases", case | {"scope": []}, "bad_scope",
+                 "scope must list 1 to 64 entities, got 0"),
+                ("/cases", case | {"scope": [PHONE, "phone:+8613800138000"]}, "bad_scope",
+                 "scope[0] and scope[1] are the same entity"),
+                ("/cases", case | {"scope": [PHONE, "phone:1"]}, "bad_identifier",
+                 "scope[1]: phone: the value is not a valid phone number"),
+                ("/cases", case | {"purpose": " "}, "bad_request",
+                 "purpose must not be empty: purpose limitation needs one"),
+                ("/cases", case | {"expires_ms": now - 1}, "bad_expiry",
+                 "expires_ms must be in the future"),
+                ("/cases", case | {"case_id": "HZ 1"}, "bad_case_id",
+                 "case_id must be letters and digits, optionally joined by . _ : / -"),
+                ("/cases", case | {"case_id": "HZ-13800138000"}, "bad_case_id",
+                 "case_id seems to contain a raw identifier; case ids must not"),
+                ("/cases/HZ-1/approve", {"yes": True}, "bad_request",
+                 "unexpected fields; the fields are "),
+            ]  # fmt: skip
+            for path, body, code, expected in cases:
+                kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+                message = error(await client.post(path, **kwargs), 400, code)
+                assert message == expected, (path, body)
+            for params, expected in [
+                ({"limit": "0"}, "limit must be 1 to 1000"),
+                ({"limit": "x"}, "limit must be a whole number, 1 to 1000"),
+                ({"after": "3"}, "after must be HEIGHT:INDEX"),
+                ({"query": "peek"}, "query must be one of trace, graph, history, psi"),
+                ({"member": "nobody"}, "member names no member of this consortium"),
+                (
+                    {"case": "a b"},
+                    "case_id must be letters and digits, optionally joined by . _ : / -",
+                ),
+                ({"who": "x"}, "unexpected parameters; they are case, member, query, limit, after"),
+            ]:
+                response = await client.get("/audit", params=params)
+                assert response.status_code == 400, response.text
+                assert response.json()["message"] == expected, params
+            huge = {"case_id": "HZ-1", "entity": "x" * 70_000}
+            assert error(await client.post("/trace", json=huge), 413, "body_too_large")
+
+
+async def test_no_answer_unless_the_access_record_commits(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path, commit_timeout_s=0.5) as tc:
+            await tc.commit([tc.report(1, PHONE, now_ms() - DAY)])
+            await tc.open_case("HZ-1", [PHONE])
+            await tc.approve("HZ-1")
+            await tc.cluster.stop_node(3)
+            await tc.cluster.stop_node(2)  # two of four: no quorum, nothing commits
+            response = await tc.clients[0].post("/trace", json={"case_id": "HZ-1", "entity": PHONE})
+            body = response.json()
+            assert response.status_code == 503, body
+            assert body["error"] == "audit_timeout"
+            assert body["message"] == (
+                f"the access record {body['access_tx'][:16]} was not committed within 0.5 s "
+                "(is a quorum of members running?); the query is not answered until it is"
+            )
+            assert "records" not in body
+            # It waits in the mempool, and commits once the quorum is back.
+            assert tc.cluster.runtime(0).mempool.get(bytes.fromhex(body["access_tx"]))
+
+
+async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            cluster = tc.cluster
+            bare = build_app(cluster.runtime(0), cluster.store(0), cluster.genesis)
+            keyless = TracingService.attach(
+                cluster.runtime(1),
+                cluster.store(1),
+                cluster.genesis,
+                None,
+                pseudonym_key_file=tmp_path / "pseudonym.key",
+            )
+            apps = [
+                bare,
+                build_app(cluster.runtime(1), cluster.store(1), cluster.genesis, tracing=keyless),
+            ]
+            bare_client, keyless_client = (
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n")
+                for app in apps
+            )
+            async with bare_client, keyless_client:
+                for method, path in [("GET", "/cases"), ("POST", "/trace"), ("GET", "/audit")]:
+                    message = error(
+                        await bare_client.request(method, path), 503, "tracing_unavailable"
+                    )
+                    assert message == (
+                        "this node was started without its tracing service: cases, queries and "
+                        "the audit trail are not served"
+                    )
+                trace = {"case_id": "HZ-1", "entity": PHONE}
+                message = error(
+                    await keyless_client.post("/trace", json=trace), 503, "no_pseudonym_key"
+                )
+                assert message == (
+                    f"this node has no consortium pseudonym key ({tmp_path / 'pseudonym.key'}), "
+                    "so it cannot pseudonymise identifiers; install the key and restart the node"
+                )
+                # Cases and the audit trail need no key.
+                assert (await keyless_client.get("/cases")).json()["cases"] == []
+                assert (await keyless_client.get("/audit")).json()["records"] == []

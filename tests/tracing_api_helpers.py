@@ -1,0 +1,170 @@
+"""A running in-process consortium with the tracing service and API on every node, for
+the case, query and audit tests of the local API (``test_api_tracing.py``,
+``test_api_fuzz.py``).
+
+Member 0 (police-0) is the investigator; every member approves and audits; a case
+needs k = 3 approvals (``node.cluster.local_genesis``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from test_runtime import PSEUDONYM_KEY, make_cluster
+
+from consensus.blocks import Block
+from node.api import build_app
+from node.cluster import InProcessCluster
+from node.pseudonym import EntityRef, PseudonymKey
+from node.store_layout import BlockIndex
+from node.tracing_service import TracingService
+from node.transactions import encode_tx, make_tx
+from node.tx_kinds import Body, Link, Report
+
+KEY = PseudonymKey(PSEUDONYM_KEY)
+DAY = 86_400_000
+PHONE = "phone:+86 138 0013 8000"
+ACCOUNT = "account:DE89370400440532013000"
+DEVICE = "device:35-209900-176148-1"
+EMAIL = "email:mule@example.com"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ref(text: str) -> EntityRef:
+    entity_type, _, raw = text.partition(":")
+    return KEY.ref(entity_type, raw)
+
+
+class HookWatch:
+    """The last height a runtime's hooks were called with (after the registry's)."""
+
+    def __init__(self, height: int) -> None:
+        self.height = height
+        self.changed = trio.Event()
+
+    def __call__(self, blocks: Sequence[tuple[Block, BlockIndex]]) -> None:
+        self.height = blocks[-1][0].header.height
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+@dataclass
+class TracingCluster:
+    cluster: InProcessCluster
+    services: list[TracingService]
+    clients: list[httpx.AsyncClient]
+    watches: list[HookWatch]
+
+    def sign(self, member: int, body: Body, time_ms: int | None = None) -> bytes:
+        tx = make_tx(
+            self.cluster.signers[member],
+            self.cluster.genesis.chain_id,
+            self.cluster.member_name(member),
+            body.kind,
+            body,
+            self.cluster.next_nonce(),
+            now_ms() if time_ms is None else time_ms,
+        )
+        return encode_tx(tx)
+
+    def report(
+        self, member: int, entity: str, observed_ms: int, category: str = "fraud_call"
+    ) -> bytes:
+        return self.sign(member, Report(ref(entity), category, (), None, observed_ms, None))
+
+    def link(self, member: int, a: str, b: str, relation: str, observed_ms: int) -> bytes:
+        return self.sign(member, Link(ref(a), ref(b), relation, observed_ms, None))
+
+    async def commit(self, txs: Sequence[bytes], via: int = 1) -> list[bytes]:
+        """Submit through a node's runtime, wait for every commit on every node."""
+        runtime = self.cluster.runtime(via)
+        ids = []
+        for result in await runtime.submit_batch(list(txs)):
+            assert result.accepted, result
+            ids.append(result.tx_id)
+        for tx_id in ids:
+            await runtime.wait_committed(tx_id)
+        await self.settle()
+        return ids
+
+    async def settle(self) -> None:
+        """Until every node has stored what any node has."""
+        top = max(self.cluster.store(i).tip()[0] for i in range(self.cluster.n))
+        await self.cluster.wait_height(top)
+        # A block is in the store a moment before the runtime's hook hands it to the
+        # registry (clients waiting for a transaction are woken after both).
+        for watch in self.watches:
+            while watch.height < top:
+                await watch.changed.wait()
+
+    async def open_case(
+        self,
+        case_id: str,
+        scope: Sequence[str],
+        *,
+        window: tuple[int, int] | None = None,
+        expires_ms: int | None = None,
+        purpose: str = "Telecom fraud ring",
+    ) -> dict[str, Any]:
+        now = now_ms()
+        start, end = window or (now - 30 * DAY, now + DAY)
+        body = {
+            "case_id": case_id,
+            "purpose": purpose,
+            "scope": list(scope),
+            "window": {"start_ms": start, "end_ms": end},
+            "expires_ms": expires_ms or now + 7 * DAY,
+        }
+        response = await self.clients[0].post("/cases", json=body)
+        assert response.status_code == 201, response.text
+        await self.settle()
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def approve(self, case_id: str, members: Sequence[int] = (1, 2, 3)) -> dict[str, Any]:
+        answer: dict[str, Any] = {}
+        for member in members:
+            response = await self.clients[member].post(f"/cases/{case_id}/approve")
+            assert response.status_code == 200, response.text
+            answer = response.json()
+        await self.settle()
+        return answer
+
+
+@asynccontextmanager
+async def tracing_cluster(
+    tmp_path: Path, *, transport: str = "memory", **options: Any
+) -> AsyncIterator[TracingCluster]:
+    """Four nodes, each with its tracing service and an httpx client for its app."""
+    cluster = make_cluster(tmp_path, transport=transport)
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        services, watches = [], []
+        for i in range(cluster.n):
+            runtime, store = cluster.runtime(i), cluster.store(i)
+            services.append(TracingService.attach(runtime, store, cluster.genesis, KEY, **options))
+            watches.append(HookWatch(store.tip()[0]))
+            runtime.on_blocks_stored.append(watches[-1])
+        async with AsyncExitStack() as stack:
+            clients = []
+            for i, service in enumerate(services):
+                app = build_app(
+                    cluster.runtime(i), cluster.store(i), cluster.genesis, tracing=service
+                )
+                client = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url=f"http://node{i}"
+                )
+                clients.append(await stack.enter_async_context(client))
+            yield TracingCluster(cluster, services, clients, watches)
+        await cluster.stop()
+        nursery.cancel_scope.cancel()
