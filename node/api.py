@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consensus.codec import DecodeError
+from node.api_details import details_routes, write_metrics
 from node.api_input import MAX_BODY_BYTES, ApiError, digest, parse_json_txs, too_large, wait_options
 from node.api_input import height as parse_height
 from node.api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -45,6 +46,7 @@ from node.api_openapi import openapi_document
 from node.api_proof import proof_route
 from node.api_tracing import tracing_routes
 from node.genesis import Genesis
+from node.private_service import PrivateDetailsService
 from node.runtime import NodeRuntime, SubmitResult
 from node.store import LedgerStore
 from node.store_layout import MAX_HEIGHT
@@ -301,8 +303,11 @@ def build_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     tracing: TracingService | None = None,
+    details: PrivateDetailsService | None = None,
 ) -> Starlette:
     api = _Api(runtime, store, genesis, max_body_bytes)
+    if details is not None:
+        api.metrics_collector.extras.append(partial(write_metrics, details))
     routes = [
         Route("/status", api.status, methods=["GET"]),
         Route("/txs", api.submit, methods=["POST"]),
@@ -311,6 +316,7 @@ def build_app(
         # Before "/blocks/{height}", which would otherwise take "latest" as a height.
         Route("/blocks/latest", api.latest_block, methods=["GET"]),
         Route("/blocks/{height}", api.get_block, methods=["GET"]),
+        *details_routes(details, store),
         *tracing_routes(tracing),  # cases, queries and audit: node.api_tracing
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),

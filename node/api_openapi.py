@@ -153,8 +153,95 @@ SCHEMAS: dict[str, Any] = {
     ),
 }
 
+# Private details (``node.api_details``); limits as in ``node.private_details``.
+_DETAIL_FIELDS = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 64,
+    "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,63}$"},
+    "additionalProperties": {"type": "string", "maxLength": 4096},
+    "description": "Text fields; at most 65536 bytes in their canonical encoding.",
+}
+_MEMBER_NAMES = {"type": "array", "items": STR}
+SCHEMAS |= {
+    "DetailsRequest": _obj(
+        ["tx", "salt", "details"],
+        tx=HEX | {"description": "the signed report or link, committing to the details"},
+        salt=DIGEST_HEX | {"description": "the 32-byte salt of the commitment"},
+        details=_DETAIL_FIELDS,
+        share_with=_MEMBER_NAMES
+        | {
+            "description": "member names; the submitter is always included. Default: the "
+            "members with the investigator role. Never written to the ledger."
+        },
+    )
+    | {"additionalProperties": False},
+    "DetailsResult": {
+        "allOf": [
+            _ref("SubmitResult"),
+            _obj(
+                ["shared_with"],
+                shared_with=_MEMBER_NAMES
+                | {"description": "the recipients, in genesis order, this member included"},
+            ),
+        ]
+    },
+    "DetailsSubmitResponse": _obj(
+        ["results"],
+        results={"type": "array", "items": _ref("DetailsResult"), "minItems": 1, "maxItems": 1},
+    ),
+    "DetailsRejected": {
+        "allOf": [_ref("Error"), _ref("DetailsSubmitResponse")],
+        "description": "The transaction was refused; the details were not kept.",
+    },
+    "PrivateDetails": _obj(
+        [
+            "tx_id",
+            "details",
+            "salt",
+            "sender",
+            "stored_ms",
+            "commitment",
+            "height",
+            "matches_commitment",
+            "shared_with",
+            "undelivered",
+        ],
+        tx_id=DIGEST_HEX,
+        details=_DETAIL_FIELDS,
+        salt=DIGEST_HEX,
+        sender=STR | {"description": "the member that signed the transaction and sent them"},
+        stored_ms=INT | {"description": "Unix time (ms) they were stored here"},
+        commitment=_nullable(DIGEST_HEX)
+        | {"description": "the commitment on this node's ledger; null until committed here"},
+        height=_nullable(INT),
+        matches_commitment=_nullable(BOOL)
+        | {"description": "whether salt and details give the on-ledger commitment"},
+        shared_with=_MEMBER_NAMES
+        | {"description": "on the submitting node only: the recipients it named"},
+        undelivered=_MEMBER_NAMES
+        | {"description": "on the submitting node only: recipients yet to acknowledge"},
+    ),
+    "DetailsNotHeld": {
+        "allOf": [
+            _ref("Error"),
+            _obj(
+                ["error"],
+                error={
+                    "enum": ["not_found", "no_commitment", "not_entitled", "pending", "deleted"]
+                },
+            ),
+        ],
+        "description": "Why this node shows no details: `not_found` (no such committed "
+        "transaction), `no_commitment` (it commits to none), `not_entitled` (this member "
+        "is not a recipient, or they have not arrived), `pending` (they arrived before the "
+        "transaction committed here), `deleted` (by retention; the commitment stays).",
+    },
+}
+
 BAD_INPUT = _error("The request is malformed (the `error` code says how).")
 NOT_FOUND = _error("There is no such object.")
+UNAVAILABLE = _error("This node keeps no private details (`unavailable`).")
 
 
 def _block_op(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,6 +249,75 @@ def _block_op(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
     if parameters:
         responses["400"] = BAD_INPUT
     return {"summary": summary, "parameters": parameters, "responses": responses}
+
+
+def _details_paths() -> dict[str, Any]:
+    tx_id = {"name": "tx_id", "in": "path", "required": True, "schema": DIGEST_HEX}
+    wait = [
+        {
+            "name": "wait",
+            "in": "query",
+            "schema": {"type": "boolean", "default": False},
+            "description": "Answer once the transaction is committed.",
+        },
+        {
+            "name": "timeout",
+            "in": "query",
+            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60, "default": 5},
+            "description": "Seconds to wait for commitment (with `wait`).",
+        },
+    ]
+    return {
+        "/details": {
+            "post": {
+                "summary": (
+                    "Submit a report or link signed by this node's member together with the "
+                    "private details it commits to: the node checks the commitment, keeps "
+                    "the details in its private store, submits the transaction and sends "
+                    "the details over the secure channel to the named members only."
+                ),
+                "parameters": wait,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("DetailsRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("DetailsSubmitResponse"), "Committed."),
+                    "202": _json(
+                        _ref("DetailsSubmitResponse"),
+                        "Accepted; not (yet) committed, or `wait` was not asked for.",
+                    ),
+                    "400": BAD_INPUT,
+                    "409": _error("Details for this transaction are already held."),
+                    "413": _error("The body is larger than the limit."),
+                    "422": {
+                        "description": "Refused: signed by another member (`not_own`), no "
+                        "commitment (`no_commitment`), details that do not match it "
+                        "(`mismatch`), or the transaction itself (`rejected`).",
+                        "content": {
+                            JSON: {"schema": {"oneOf": [_ref("Error"), _ref("DetailsRejected")]}}
+                        },
+                    },
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/details/{tx_id}": {
+            "get": {
+                "summary": (
+                    "The private details of a transaction if this node holds them, and "
+                    "whether they match the commitment on its ledger."
+                ),
+                "parameters": [tx_id],
+                "responses": {
+                    "200": _json(_ref("PrivateDetails"), "The details."),
+                    "400": BAD_INPUT,
+                    "404": _json(_ref("DetailsNotHeld"), "Not held here; the code says why."),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -280,6 +436,7 @@ def openapi_document() -> dict[str, Any]:
                     [{"name": "height", "in": "path", "required": True, "schema": INT}],
                 )
             },
+            **_details_paths(),
             **tracing_paths(),
             "/metrics": {
                 "get": {

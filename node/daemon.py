@@ -27,6 +27,8 @@ from node.config import ConfigError, NodeConfig, load_config
 from node.genesis import Genesis, GenesisError, load_genesis, split_host_port
 from node.keys import KeyFileError, NodeKey, load_key
 from node.mempool import Mempool
+from node.private_service import DAY_MS, PrivateDetailsService
+from node.private_store import PrivateStore
 from node.pseudonym import PseudonymKeyError
 from node.runtime import NodeRuntime
 from node.store import LedgerStore, StoreError
@@ -165,13 +167,32 @@ async def serve(
             max_share=config.mempool.max_per_member,
         )
         runtime = build_runtime(files.index, genesis, files.key.signer(), store, transport, mempool)
+        # Private details live in an environment of their own, never in the ledger's.
+        private_store = PrivateStore.open(
+            config.node.data_dir / "private", chain_id=genesis.chain_id, sync=config.storage.sync
+        )
+    except StoreError as exc:
+        store.close()
+        raise StartupError(str(exc)) from None
+    except BaseException:
+        store.close()
+        raise
+    try:
+        details = PrivateDetailsService(
+            runtime,
+            store,
+            private_store,
+            genesis,
+            retention_ms=config.tracing.retention_days * DAY_MS,
+        )
         try:
-            await _run_node(files, store, transport, runtime, task_status)
+            await _run_node(files, store, transport, runtime, details, task_status)
         except* StartupError as group:
             # Raised inside the nursery, so it arrives wrapped; the CLI wants the one line.
             raise group.exceptions[0] from None
         log.info("stopped cleanly at height %d", store.tip()[0])
     finally:
+        private_store.close()
         store.close()
 
 
@@ -180,6 +201,7 @@ async def _run_node(
     store: LedgerStore,
     transport: TcpTransport,
     runtime: NodeRuntime,
+    details: PrivateDetailsService,
     task_status: trio.TaskStatus[int],
 ) -> None:
     config, genesis = files.config, files.genesis
@@ -193,10 +215,14 @@ async def _run_node(
     async with trio.open_nursery() as nursery:
         port = await nursery.start(transport.run)
         await nursery.start(runtime.run)
+        await nursery.start(details.run)
         api_host, api_port = split_host_port(config.api.listen, allow_port_zero=True)
         try:
             api_port = await nursery.start(
-                serve_api, build_app(runtime, store, genesis, tracing=tracing), api_host, api_port
+                serve_api,
+                build_app(runtime, store, genesis, details=details, tracing=tracing),
+                api_host,
+                api_port,
             )
         except OSError as exc:
             raise StartupError(str(exc)) from None

@@ -87,6 +87,7 @@ PENDING_TTL_S = 600.0
 EXPIRE_BATCH = 1000  # deletions per write transaction
 # Statuses after which a recipient holds the details, or never will by retrying.
 HELD = ("stored", "expired")
+REFUSALS = ("mismatch", "not_signer", "no_commitment")
 
 
 def wall_clock_ms() -> int:
@@ -438,11 +439,9 @@ class PrivateDetailsService:
 
     def _reject(self, reason: str, src: int, wanted: bytes) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
-        level = (
-            logging.WARNING
-            if reason in ("mismatch", "not_signer", "no_commitment")
-            else (logging.INFO)
-        )
+        # A refusal for good says something is wrong with the sender; the others are
+        # load, counted, and retried by the sender: not worth a line each.
+        level = logging.WARNING if reason in REFUSALS else logging.DEBUG
         log.log(
             level,
             "private details of tx %s from %s not stored: %s",
