@@ -404,12 +404,16 @@ def start(home: Path, passphrase_file: Path | None) -> None:
 def _register_operator_commands() -> None:
     # Defined beside the code they drive, one module per concern, to keep this file short.
     from node.commands_bench import bench
+    from node.commands_cases import audit, case
     from node.commands_cluster import cluster, demo
     from node.commands_details import details
     from node.commands_operator import peers, status, submit
     from node.commands_proof import proof, verify_proof
+    from node.commands_tracing import graph, history, trace
 
     for command in (status, peers, submit, details, cluster, demo, bench, proof, verify_proof):
+        main.add_command(command)
+    for command in (case, trace, graph, history, audit):
         main.add_command(command)
 
 
