@@ -75,7 +75,28 @@ class DetailsAck:
             raise ValueError(f"status must be one of {', '.join(DETAILS_ACK_STATUSES)}")
 
 
-Frame = Message | TxGossip | PrivateDetails | DetailsAck
+# A private-set-intersection message (``node.psi_protocol`` owns the body's encoding):
+# the envelope only fixes the run it belongs to and bounds its size. A run is bulk work
+# that its initiator can repeat, so the frame is not droppable but also never flooded:
+# a run sends at most a few dozen frames each way.
+PSI_RUN_ID_SIZE = 16
+MAX_PSI_BODY = 1024 * 1024
+
+
+@FRAMES.register(160)
+@dataclass(frozen=True)
+class PsiFrame:
+    run_id: bytes
+    body: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.run_id) != PSI_RUN_ID_SIZE:
+            raise ValueError(f"run_id must be {PSI_RUN_ID_SIZE} bytes, got {len(self.run_id)}")
+        if not 1 <= len(self.body) <= MAX_PSI_BODY:
+            raise ValueError(f"body must be 1 to {MAX_PSI_BODY} bytes")
+
+
+Frame = Message | TxGossip | PrivateDetails | DetailsAck | PsiFrame
 
 
 def encode_frame(frame: Frame) -> bytes:
