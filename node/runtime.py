@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -54,7 +55,7 @@ from consensus.messages import BlockRequest, BlockResponse, CertifiedBatch
 from consensus.params import Params
 from consensus.replica import Replica
 from net.transport import Transport
-from net.wire import DetailsAck, PrivateDetails, TxGossip
+from net.wire import DetailsAck, PrivateDetails, PsiFrame, TxGossip
 from node.application import Application
 from node.latency import LatencyHistogram
 from node.ledger import Ledger
@@ -158,9 +159,10 @@ class NodeRuntime:
         self._submitted_at: dict[bytes, float] = {}
         self._height_changed = trio.Event()
         self.started = trio.Event()
-        # Private details bypass consensus: the service in ``node.private_service``
-        # registers itself here (the handler must not block: it queues and returns).
-        self.frame_handlers: dict[type, Callable[[int, PrivateDetails | DetailsAck], None]] = {}
+        # Private details and PSI runs bypass consensus: their services
+        # (``node.private_service``, ``node.psi_service``) register here, each for its own
+        # frame types (a handler must not block: it queues and returns).
+        self.frame_handlers: dict[type, Callable[[int, Any], None]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -272,7 +274,7 @@ class NodeRuntime:
                 return
             if not self.membership.is_member(src):
                 continue
-            if isinstance(frame, PrivateDetails | DetailsAck):
+            if isinstance(frame, PrivateDetails | DetailsAck | PsiFrame):
                 handler = self.frame_handlers.get(type(frame))
                 if handler is not None:
                     handler(src, frame)
