@@ -13,9 +13,12 @@ import click
 from node import processes
 from node.authoring import AuthoringError, load_author
 from node.client import ApiClient, ApiClientError, api_url_of_home
+from node.demo import CASE_ID, DemoError, investigate
 from node.processes import ClusterError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Police, two banks, two telecom operators and a utility: the fraud-ring story needs all six.
+DEMO_MEMBERS = 6
 directory_argument = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 
 
@@ -100,8 +103,12 @@ def cluster_status(directory: Path) -> None:
 @click.option("--p2p-port", default=26600, show_default=True, help="First member's p2p port.")
 @click.option("--api-port", default=8600, show_default=True, help="First member's API port.")
 def demo(directory: Path, txs: int, p2p_port: int, api_port: int) -> None:
-    """Start a local 4-member consortium in DIRECTORY (creating it on first use), submit a
-    stream of transactions, and show them committed on every node.
+    """Start a local consortium in DIRECTORY (creating it on first use: police, two banks,
+    two telecom operators and a utility, one node each), submit a stream of transactions
+    and show them committed on every node; then the partners report a telecom-fraud ring,
+    the police open a case that three partners approve, and a trace and a link graph
+    under the case uncover the ring (the graph is written as DOT, and as SVG when
+    Graphviz is installed).
 
     \b
     Example:
@@ -113,8 +120,8 @@ def demo(directory: Path, txs: int, p2p_port: int, api_port: int) -> None:
         raise click.BadParameter("must be between 1 and 1000", param_hint="--txs")
     try:
         if not (directory / "node0" / "config.toml").is_file():
-            make_testnet(directory, 4, p2p_base_port=p2p_port, api_base_port=api_port)
-            click.echo(f"created a local consortium of 4 members in {directory}")
+            make_testnet(directory, DEMO_MEMBERS, p2p_base_port=p2p_port, api_base_port=api_port)
+            click.echo(f"created a local consortium of {DEMO_MEMBERS} members in {directory}")
         nodes = processes.up(directory, report=click.echo)
         author = load_author(nodes[1].home)
     except (ProvisionError, ClusterError, AuthoringError) as exc:
@@ -144,6 +151,10 @@ def demo(directory: Path, txs: int, p2p_port: int, api_port: int) -> None:
         _show_on_every_node(urls, [r["tx_id"] for r in rows], heights[-1])
     except ApiClientError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        graph = investigate(directory, [node.home for node in nodes], click.echo)
+    except (DemoError, AuthoringError) as exc:
+        raise click.ClickException(str(exc)) from None
     exe = _command_name()
     click.echo(
         f"""
@@ -151,6 +162,8 @@ Look around:
   {exe} cluster status {directory}
   {exe} status --home {directory}/node0
   {exe} submit --home {directory}/node2 report phone:+8613800138000 --category fraud_call
+  {exe} trace --home {directory}/node0 --case {CASE_ID} phone:+8617023114587
+  {exe} audit --home {directory}/node0 --case {CASE_ID}
   curl -s {urls[0]}/metrics
   tail -f {directory}/node0/node.log
 Stop it (a clean stop; the ledgers stay for next time):

@@ -194,25 +194,44 @@ def test_cluster_up_checks_every_config_before_starting_anything(tmp_path: Path)
     assert not any((net / f"node{i}" / "node.pid").exists() for i in range(4))
 
 
-@pytest.mark.timeout(90)
-def test_demo_starts_a_consortium_and_shows_the_commits_on_every_node(tmp_path: Path) -> None:
-    base = free_port_block(4, offsets=(0, 500))
+@pytest.mark.timeout(180)
+def test_demo_starts_a_consortium_shows_the_commits_and_uncovers_the_ring(tmp_path: Path) -> None:
+    base = free_port_block(6, offsets=(0, 500))
     net = tmp_path / "demo"
     args = ["demo", str(net), "--txs", "7", "--p2p-port", str(base), "--api-port", str(base + 500)]
     try:
         first = run(*args)
         assert first.exit_code == 0, first.output
-        assert "created a local consortium of 4 members" in first.output
+        assert "created a local consortium of 6 members" in first.output
         assert "7 committed in " in first.output
-        assert "all 4 nodes hold the same block" in first.output
+        assert "all 6 nodes hold the same block" in first.output
         assert f"crosstrace cluster down {net}" in first.output
         rows = [line for line in first.output.splitlines() if line.startswith("http://")]
-        assert len(rows) == 4
+        assert len(rows) == 6
         assert len({row.split()[-1] for row in rows}) == 1  # one block hash
-        # Run again: the consortium exists and runs; the demo reuses it.
+        # The investigation: six partners' records, a case approved by three, a trace
+        # whose records come from three partners, and a graph that reaches both mules.
+        assert "six partners report what each saw (18 records" in first.output
+        assert "bank-3       approves: case active" in first.output
+        trace = first.output.split("police-0 traces ")[1].split("the entities linked")[0]
+        assert "6 records" in trace
+        assert {"telecom-2", "police-0", "telecom-4", "utility-5"} <= set(trace.split())
+        graph = first.output.split("the entities linked to it")[1]
+        assert "entities (9):" in graph
+        assert graph.count(" account ") >= 2
+        assert "-transferred_to-> account" in graph
+        dot = (net / "fraud-ring.dot").read_text()
+        assert dot.startswith("digraph") and dot.count("->") == 10
+        audit = run("audit", "--home", str(net / "node0"), "--case", "RING-2026-001")
+        assert audit.exit_code == 0, audit.output
+        assert audit.output.count("police-0") == 3  # the trace and the two graph queries
+        # Run again: the consortium exists and runs; the demo reuses it, its story and
+        # its case.
         second = run(*args)
         assert second.exit_code == 0, second.output
         assert "created" not in second.output
-        assert second.output.count("already running") == 4
+        assert second.output.count("already running") == 6
+        assert "the fraud-ring story is already on the ledger" in second.output
+        assert "case RING-2026-001 is open and approved (3 approvals)" in second.output
     finally:
         processes.down(net, timeout_s=10)

@@ -1,0 +1,51 @@
+"""The demo's fraud-ring story: valid transactions from the right partners, and a clear
+refusal on a consortium that lacks one of them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from node.authoring import Author, load_author
+from node.provision import make_testnet
+from node.scenario import STORY, fraud_ring
+from node.transactions import TxContext, member_table, validate_tx
+
+
+def authors(tmp_path: Path, nodes: int) -> dict[str, Author]:
+    _, homes = make_testnet(tmp_path / "c", nodes, p2p_base_port=21000, api_base_port=21100)
+    out = {}
+    for home in homes:
+        author = load_author(home.path)
+        out[author.member] = author
+    return out
+
+
+def test_every_record_is_a_valid_transaction_of_the_partner_that_saw_it(tmp_path: Path) -> None:
+    team = authors(tmp_path, 6)
+    now = int(time.time() * 1000)
+    signed = fraud_ring(team, now)
+    genesis = next(iter(team.values())).genesis
+    ctx = TxContext(
+        chain_id=genesis.chain_id,
+        members=member_table(genesis.members),
+        now_ms=now,
+        max_skew_ms=60_000,
+        nonce_seen=lambda member, nonce: False,
+    )
+    institutions = {m.name: m.institution for m in genesis.members}
+    assert len(signed) == len(STORY)
+    for (member, tx), record in zip(signed, sorted(STORY, key=lambda r: -r.days_ago), strict=True):
+        validated = validate_tx(tx, ctx)
+        assert validated.tx.member == member
+        assert institutions[member] == record.reporter.partition(":")[0]
+        assert validated.body.kind == record.kind
+        assert now - 31 * 86_400_000 < validated.body.observed_ms <= now  # type: ignore[union-attr]
+    assert {member for member, _ in signed} == set(team)  # all six partners report
+
+
+def test_a_consortium_without_the_six_partners_is_told_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs 2 telecom member"):
+        fraud_ring(authors(tmp_path, 4), int(time.time() * 1000))
