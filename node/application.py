@@ -30,7 +30,7 @@ from node.transactions import (
     tx_id,
     validate_tx,
 )
-from node.tx_kinds import Access, Approve, Body, Case, Close, Report
+from node.tx_kinds import Access, Approve, Body, Case, Close, PsiRun, Report
 from node.tx_kinds import Link as LinkBody
 
 _TYPE_CODES = {t.value: i + 1 for i, t in enumerate(EntityType)}
@@ -182,6 +182,7 @@ def _case_postings(body: Body) -> tuple[tuple[bytes, CaseRole], ...]:
             return ((case_key(body.case_id), CaseRole.CLOSED),)
         case Report() if body.case_id is not None:
             return ((case_key(body.case_id), CaseRole.REPORT),)
-        case Access():
+        case Access() | PsiRun():
+            # A PSI run is an access under its case: it shows in the case's audit trail.
             return ((case_key(body.case_id), CaseRole.ACCESS),)
     return ()

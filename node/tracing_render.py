@@ -21,7 +21,7 @@ from node.tracing import (
     TraceResult,
     short_pseudonym,
 )
-from node.tx_kinds import Access, Approve, Body, Case, Close, Link, Report
+from node.tx_kinds import Access, Approve, Body, Case, Close, Link, PsiRun, Report
 
 Json = dict[str, Any]
 
@@ -96,6 +96,20 @@ def body_json(body: Body) -> Json:
         case Access():
             subject = None if body.subject is None else entity_json(body.subject)
             return {"case_id": body.case_id, "query": body.query, "subject": subject}
+        case PsiRun():
+            return {
+                "case_id": body.case_id,
+                "case_tx": body.case_tx.hex(),
+                "run_id": body.run_id.hex(),
+                "initiator": body.initiator,
+                "responder": body.responder,
+                "entity_type": body.entity_type,
+                "initiator_size": body.initiator_size,
+                "responder_size": body.responder_size,
+                "result_size": body.result_size,
+                "outcome": body.outcome,
+                "finished_ms": body.finished_ms,
+            }
     raise TypeError(f"no JSON form for {type(body).__name__}")
 
 

@@ -35,6 +35,7 @@ from node.tx_kinds import (
     Body,
     Case,
     Link,
+    PsiRun,
     Report,
     body_strings,
     find_raw_identifier,
@@ -318,6 +319,8 @@ def _check_body(tx: Transaction, body: Body, ctx: TxContext) -> None:
         raise TxRejected(RejectCode.BAD_BODY, f"{where}.answered_ms is after the transaction")
     if isinstance(body, Case) and body.expires_ms <= tx.time_ms:
         raise TxRejected(RejectCode.BAD_BODY, f"{where}.expires_ms is not in the future")
+    if isinstance(body, PsiRun):
+        _check_psi_run(tx, body, ctx, latest)
     for path, text in strings:
         found = find_raw_identifier(text, structured=path.endswith(".case_id"))
         if found is not None:
@@ -326,3 +329,17 @@ def _check_body(tx: Transaction, body: Body, ctx: TxContext) -> None:
                 f"{path} seems to contain {found}: a raw identifier never enters a "
                 "transaction; submit it as an entity reference (type, pseudonym)",
             )
+
+
+def _check_psi_run(tx: Transaction, body: PsiRun, ctx: TxContext, latest: int) -> None:
+    for role in ("initiator", "responder"):
+        if getattr(body, role) not in ctx.members:
+            raise TxRejected(RejectCode.BAD_BODY, f"psi.{role} is not a member")
+    if tx.member not in (body.initiator, body.responder):
+        raise TxRejected(
+            RejectCode.BAD_BODY,
+            f"member {tx.member!r} took no part in this run: only its initiator or its "
+            "responder records it",
+        )
+    if body.finished_ms > latest:
+        raise TxRejected(RejectCode.BAD_BODY, "psi.finished_ms is after the transaction")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from consensus.crypto import DIGEST_SIZE
-from node.normalize import IBAN_LENGTHS, iban_is_valid
+from node.normalize import IBAN_LENGTHS, EntityType, iban_is_valid
 from node.pseudonym import EntityRef
 
 CATEGORIES = (
@@ -44,6 +44,7 @@ QUERY_KINDS = ("trace", "graph", "history", "psi")
 # The queries that are about one entity; a PSI run is about two members' sets.
 SUBJECT_QUERIES = ("trace", "graph", "history")
 
+_ENTITY_TYPES = tuple(t.value for t in EntityType)
 _ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_]*")
 # Case ids are chosen by people and typed into queries: keep them to one token.
 _CASE_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/-]*[A-Za-z0-9])?")
@@ -198,9 +199,70 @@ class Close:
             raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
 
 
-Body = Report | Link | Case | Approve | Access | Close
+# How a private set intersection run ended: "completed", or why it failed
+# (``node.psi_protocol`` explains each).
+PSI_OUTCOMES = (
+    "completed",
+    "wrong_count",
+    "out_of_order",
+    "invalid_point",
+    "duplicate",
+    "unexpected",
+    "malformed",
+    "aborted",
+    "timeout",
+    "failed",
+)
+PSI_RUN_ID_SIZE = 16
+
+
+@dataclass(frozen=True)
+class PsiRun:
+    """One member's record of a private set intersection run with another member under
+    a case: who took part, the set sizes and how many elements they share, never the
+    elements. Each of the two members records its own view; ``run_id`` pairs them.
+
+    ``Access`` has no room for two members and three sizes, and changing its encoding
+    would make committed access records undecodable, hence a kind of its own.
+    """
+
+    kind: ClassVar[str] = "psi"
+
+    case_id: str
+    case_tx: bytes  # the exact case transaction, as ``Approve`` names it
+    run_id: bytes
+    initiator: str
+    responder: str
+    entity_type: str
+    initiator_size: int
+    responder_size: int
+    result_size: int
+    outcome: str
+    finished_ms: int
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if len(self.case_tx) != DIGEST_SIZE:
+            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        if len(self.run_id) != PSI_RUN_ID_SIZE:
+            raise ValueError(f"run_id must be {PSI_RUN_ID_SIZE} bytes, got {len(self.run_id)}")
+        if self.initiator == self.responder:
+            raise ValueError("a run needs two different members")
+        if self.entity_type not in _ENTITY_TYPES:
+            raise ValueError(f"entity_type must be one of {', '.join(_ENTITY_TYPES)}")
+        if self.outcome not in PSI_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(PSI_OUTCOMES)}")
+        if self.initiator_size < 1 or self.responder_size < 1:
+            raise ValueError("set sizes are at least 1: empty sets never start a run")
+        if self.result_size > min(self.initiator_size, self.responder_size):
+            raise ValueError("result_size exceeds the smaller set")
+        if self.outcome != "completed" and self.result_size:
+            raise ValueError("a run that did not complete has no result")
+
+
+Body = Report | Link | Case | Approve | Access | Close | PsiRun
 BODY_TYPES: dict[str, type[Body]] = {
-    cls.kind: cls for cls in (Report, Link, Case, Approve, Access, Close)
+    cls.kind: cls for cls in (Report, Link, Case, Approve, Access, Close, PsiRun)
 }
 KIND_ROLES: dict[str, frozenset[str]] = {
     "report": frozenset({"reporter"}),
@@ -209,6 +271,8 @@ KIND_ROLES: dict[str, frozenset[str]] = {
     "approve": frozenset({"approver"}),
     "access": frozenset({"investigator", "auditor"}),
     "close": frozenset({"investigator"}),
+    # Those who may query may intersect: both members of a run sign its record.
+    "psi": frozenset({"investigator", "auditor"}),
 }
 
 
