@@ -26,6 +26,11 @@ BOOL = {"type": "boolean"}
 DIGEST_HEX = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 TIME_MS = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS}
 CASE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_STRING_CHARS}
+# The examples of the request bodies; the fuzz test opens this very case, so the
+# document's examples are answered, not only refused.
+EXAMPLE_CASE_ID = "HZ-2026-0193"
+EXAMPLE_ENTITY = "phone:+86 139 0000 0001"
+EXAMPLE_WINDOW = {"start_ms": 1_767_225_600_000, "end_ms": 4_102_444_800_000}  # 2026 to 2100
 IDENTIFIER = {
     "type": "string",
     "description": "TYPE:VALUE in the clear, e.g. `phone:+86 138 0013 8000`; TYPE is one of "
@@ -234,7 +239,16 @@ SCHEMAS: dict[str, Any] = {
         scope=_array(IDENTIFIER, minItems=1, maxItems=MAX_SCOPE),
         window=_ref("WindowRequest"),
         expires_ms=TIME_MS,
-    ),
+    )
+    | {
+        "example": {
+            "case_id": "HZ-2026-0194",
+            "purpose": "Telecom fraud ring, report 2026/1187",
+            "scope": [EXAMPLE_ENTITY, "account:6222020200112233445"],
+            "window": EXAMPLE_WINDOW,
+            "expires_ms": EXAMPLE_WINDOW["end_ms"],
+        }
+    },
     "TraceRequest": _closed(
         ["case_id", "entity"],
         case_id=CASE_ID,
@@ -242,7 +256,8 @@ SCHEMAS: dict[str, Any] = {
         window=_ref("WindowRequest"),
         limit={"type": "integer", "minimum": 1, "maximum": DEFAULT_TRACE_LIMIT},
         after=_array(TIME_MS, minItems=2, maxItems=2),
-    ),
+    )
+    | {"example": {"case_id": EXAMPLE_CASE_ID, "entity": EXAMPLE_ENTITY, "limit": 100}},
     "GraphRequest": _closed(
         ["case_id", "entity"],
         case_id=CASE_ID,
@@ -250,10 +265,12 @@ SCHEMAS: dict[str, Any] = {
         depth={"type": "integer", "minimum": 0, "maximum": MAX_GRAPH_DEPTH, "default": 2},
         window=_ref("WindowRequest"),
         format={"enum": ["json", "dot"], "default": "json"},
-    ),
+    )
+    | {"example": {"case_id": EXAMPLE_CASE_ID, "entity": EXAMPLE_ENTITY, "depth": 3}},
     "HistoryRequest": _closed(
         ["case_id", "tx_id"], case_id=CASE_ID, tx_id=DIGEST_HEX, window=_ref("WindowRequest")
-    ),
+    )
+    | {"example": {"case_id": EXAMPLE_CASE_ID, "tx_id": "3f" * 32}},
     "EmptyRequest": _closed([]),
 }
 

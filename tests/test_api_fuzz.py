@@ -1,0 +1,131 @@
+"""The local API against its own OpenAPI document, fuzzed with schemathesis: for every
+operation, requests generated from the document (valid and invalid) must get no 5xx,
+and every response must have a documented status, content type, headers and body.
+
+The app is the real one (``build_app`` with the tracing service) of node 0 of a running
+in-process consortium, served by Hypercorn on a loopback port from a trio loop in a
+background thread; the ledger holds an active case, so the requests the document's
+examples describe are answered (200), not only refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+import trio
+from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from tracing_api_helpers import ACCOUNT, DAY, PHONE, now_ms, tracing_cluster
+
+from node.api import build_app, serve_api
+from node.api_openapi import openapi_document
+from node.api_openapi_tracing import EXAMPLE_CASE_ID, EXAMPLE_ENTITY
+
+# Bounded so the whole module stays well under a minute on two busy cores.
+MAX_EXAMPLES = 40
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+
+SCHEMA = schemathesis.openapi.from_dict(openapi_document())
+SCHEMA.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+    max_examples=MAX_EXAMPLES,
+    database="none",
+)
+SCHEMA.config.phases.update(phases=["examples", "fuzzing"])
+
+
+class ServedConsortium:
+    """A four-node consortium with node 0's API on a loopback port, in a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.url = ""
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="api-under-fuzz", daemon=True)
+
+    def __enter__(self) -> ServedConsortium:
+        self._thread.start()
+        if not self._ready.wait(60) or self.error is not None:
+            raise RuntimeError(f"the consortium did not start: {self.error!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # reported to the test thread
+            self.error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        async with tracing_cluster(self.directory) as tc:
+            now = now_ms()
+            await tc.commit(
+                [
+                    tc.report(1, EXAMPLE_ENTITY, now - DAY),
+                    tc.report(2, PHONE, now - DAY),
+                    tc.link(3, EXAMPLE_ENTITY, ACCOUNT, "uses", now - DAY),
+                ]
+            )
+            await tc.open_case(EXAMPLE_CASE_ID, [EXAMPLE_ENTITY, PHONE])
+            await tc.approve(EXAMPLE_CASE_ID)
+            cluster = tc.cluster
+            app = build_app(
+                cluster.runtime(0),
+                cluster.store(0),
+                cluster.genesis,
+                tracing=tc.services[0],
+                details=cluster.details(0),
+            )
+            self._stop = trio.Event()
+            self._token = trio.lowlevel.current_trio_token()
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_api, app, "127.0.0.1", 0)
+                self.url = f"http://127.0.0.1:{port}"
+                self._ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with ServedConsortium(tmp_path_factory.mktemp("fuzz")) as served:
+        yield served.url
+
+
+@pytest.mark.timeout(120)
+@SCHEMA.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_the_api_keeps_to_its_openapi_document(case: schemathesis.Case, api_url: str) -> None:
+    response = case.call(base_url=api_url, timeout=30)
+    case.validate_response(response, checks=CHECKS)
