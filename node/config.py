@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from node.genesis import NAME_HELP, NAME_PATTERN, split_host_port
+from node.normalize import EntityType
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -65,12 +66,29 @@ def _check_peer_addresses(where: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _check_answer_sets(where: str, value: Any) -> dict[str, str]:
+    """A table of entity type -> file of identifiers, one a line."""
+    if not isinstance(value, dict):
+        raise ConfigError(f'expected a table of entity type = "file", got {value!r}', where)
+    types = [t.value for t in EntityType]
+    for entity_type, path in value.items():
+        if entity_type not in types:
+            raise ConfigError(
+                f"expected an entity type ({', '.join(types)})", f"{where}.{entity_type}"
+            )
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"expected a file path, got {path!r}", f"{where}.{entity_type}")
+    return dict(value)
+
+
 def _check_field(section: str, f: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     """The field's value, converted where lossless (int -> float, str -> Path), or raise."""
     where = f"{section}.{f.name}"
     meta = f.metadata
     if meta["kind"] == "peer_addresses":
         return _check_peer_addresses(where, value)
+    if meta["kind"] == "answer_sets":
+        return _check_answer_sets(where, value)
     if hint is bool:
         if type(value) is not bool:
             raise ConfigError(f"expected true or false, got {value!r}", where)
@@ -255,6 +273,59 @@ class TracingSection:
 
 
 @dataclass(frozen=True)
+class PsiSection:
+    answer: bool = field(
+        default=False,
+        metadata=_meta(
+            "Answer other members' private set intersection runs automatically (only under "
+            "an active case naming both members)."
+        ),
+    )
+    max_set_size: int = field(
+        default=1_000_000,
+        metadata=_meta(
+            "Largest set, ours or the other member's, in one run.", range=(1, 10_000_000)
+        ),
+    )
+    max_runs: int = field(
+        default=2, metadata=_meta("Runs at once, asked or answered.", range=(1, 64))
+    )
+    workers: int = field(
+        default=0,
+        metadata=_meta("Worker processes for the arithmetic; 0 for one per core.", range=(0, 1024)),
+    )
+    timeout_s: float = field(
+        default=1800.0,
+        metadata=_meta("Seconds one run may take in all.", range=(0, 86_400), gt=True),
+    )
+    idle_timeout_s: float = field(
+        default=120.0,
+        metadata=_meta(
+            "Seconds a run waits for the other member's next message.", range=(0, 3600), gt=True
+        ),
+    )
+    record_timeout_s: float = field(
+        default=30.0,
+        metadata=_meta(
+            "Seconds to wait for the run's ledger record to commit; no result without it.",
+            range=(0, 3600),
+            gt=True,
+        ),
+    )
+    # A table: rendered as [psi.answer_sets] after the section's keys.
+    answer_sets: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_meta(
+            'Entity type = "file" (one identifier a line) this node answers with.',
+            kind="answer_sets",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "psi")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = field(
         default="info", metadata=_meta(f"One of {', '.join(LOG_LEVELS)}.", choices=LOG_LEVELS)
@@ -275,6 +346,7 @@ class NodeConfig:
     mempool: MempoolSection = field(default_factory=MempoolSection)
     storage: StorageSection = field(default_factory=StorageSection)
     tracing: TracingSection = field(default_factory=TracingSection)
+    psi: PsiSection = field(default_factory=PsiSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:
@@ -300,7 +372,11 @@ class NodeConfig:
         tracing = dataclasses.replace(
             self.tracing, pseudonym_key_file=fix(self.tracing.pseudonym_key_file)
         )
-        return dataclasses.replace(self, node=node, tracing=tracing)
+        psi = dataclasses.replace(
+            self.psi,
+            answer_sets={k: str(fix(Path(v))) for k, v in self.psi.answer_sets.items()},
+        )
+        return dataclasses.replace(self, node=node, tracing=tracing, psi=psi)
 
 
 _SECTIONS: dict[str, type] = typing.get_type_hints(NodeConfig)
@@ -311,6 +387,7 @@ _SECTION_HELP = {
     "mempool": "Limits on transactions waiting for a block.",
     "storage": "The ledger database.",
     "tracing": "Tracing queries and private details.",
+    "psi": "Private set intersection with other members (crosstrace psi).",
     "log": "Logging.",
 }
 
