@@ -409,11 +409,14 @@ def _register_operator_commands() -> None:
     from node.commands_details import details
     from node.commands_operator import peers, status, submit
     from node.commands_proof import proof, verify_proof
+    from node.commands_psi import psi, psi_answer_set, psi_runs
     from node.commands_tracing import graph, history, trace
 
     for command in (status, peers, submit, details, cluster, demo, bench, proof, verify_proof):
         main.add_command(command)
     for command in (case, trace, graph, history, audit):
+        main.add_command(command)
+    for command in (psi, psi_answer_set, psi_runs):
         main.add_command(command)
 
 

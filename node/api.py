@@ -44,9 +44,11 @@ from node.api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.api_metrics import MetricsCollector, peer_statistics
 from node.api_openapi import openapi_document
 from node.api_proof import proof_route
+from node.api_psi import psi_routes
 from node.api_tracing import tracing_routes
 from node.genesis import Genesis
 from node.private_service import PrivateDetailsService
+from node.psi_service import PsiService
 from node.runtime import NodeRuntime, SubmitResult
 from node.store import LedgerStore
 from node.store_layout import MAX_HEIGHT
@@ -304,6 +306,7 @@ def build_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     tracing: TracingService | None = None,
     details: PrivateDetailsService | None = None,
+    psi: PsiService | None = None,
 ) -> Starlette:
     api = _Api(runtime, store, genesis, max_body_bytes)
     if details is not None:
@@ -318,6 +321,7 @@ def build_app(
         Route("/blocks/{height}", api.get_block, methods=["GET"]),
         *details_routes(details, store),
         *tracing_routes(tracing),  # cases, queries and audit: node.api_tracing
+        *psi_routes(psi),  # private set intersection: node.api_psi
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]

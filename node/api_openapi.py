@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.api_openapi_psi import SCHEMAS as PSI_SCHEMAS
+from node.api_openapi_psi import psi_paths
 from node.api_openapi_tracing import SCHEMAS as TRACING_SCHEMAS
 from node.api_openapi_tracing import tracing_paths
 
@@ -438,6 +440,7 @@ def openapi_document() -> dict[str, Any]:
             },
             **_details_paths(),
             **tracing_paths(),
+            **psi_paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (text exposition format 0.0.4).",
@@ -456,5 +459,5 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": SCHEMAS | TRACING_SCHEMAS},
+        "components": {"schemas": SCHEMAS | TRACING_SCHEMAS | PSI_SCHEMAS},
     }

@@ -30,6 +30,7 @@ from node.mempool import Mempool
 from node.private_service import DAY_MS, PrivateDetailsService
 from node.private_store import PrivateStore
 from node.pseudonym import PseudonymKeyError
+from node.psi_service import PsiService
 from node.runtime import NodeRuntime
 from node.store import LedgerStore, StoreError
 from node.tracing_service import TracingService
@@ -212,15 +213,17 @@ async def _run_node(
         )
     except PseudonymKeyError as exc:
         raise StartupError(str(exc)) from None
+    psi = PsiService.from_config(runtime, store, genesis, config.psi)  # hooks the runtime too
     async with trio.open_nursery() as nursery:
         port = await nursery.start(transport.run)
         await nursery.start(runtime.run)
         await nursery.start(details.run)
+        await nursery.start(psi.run)
         api_host, api_port = split_host_port(config.api.listen, allow_port_zero=True)
         try:
             api_port = await nursery.start(
                 serve_api,
-                build_app(runtime, store, genesis, details=details, tracing=tracing),
+                build_app(runtime, store, genesis, details=details, tracing=tracing, psi=psi),
                 api_host,
                 api_port,
             )

@@ -58,6 +58,7 @@ import trio
 from net.wire import MAX_PSI_BODY, PsiFrame
 from node.api_metrics import peer_statistics
 from node.cases import CaseRegistry, CaseStatus
+from node.config import PsiSection
 from node.genesis import Genesis
 from node.psi_crypto import ChunkPool, domain, hash_chunk, normalise_chunk, random_scalar
 from node.psi_inputs import (
@@ -180,6 +181,24 @@ class PsiService:
         runtime.on_blocks_stored.append(self.registry.apply_blocks)
         runtime.frame_handlers[PsiFrame] = self._on_frame
 
+    @classmethod
+    def from_config(
+        cls, runtime: NodeRuntime, store: LedgerStore, genesis: Genesis, section: PsiSection
+    ) -> PsiService:
+        return cls(
+            runtime,
+            store,
+            genesis,
+            answer=section.answer,
+            answer_files={t: Path(f) for t, f in section.answer_sets.items()},
+            max_set_size=section.max_set_size,
+            max_runs=section.max_runs,
+            workers=section.workers,
+            timeout_s=section.timeout_s,
+            idle_timeout_s=section.idle_timeout_s,
+            record_timeout_s=section.record_timeout_s,
+        )
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
@@ -278,6 +297,8 @@ class PsiService:
 
     async def start(self, case_id: str, peer_name: str, ids: IdentifierSet) -> Run:
         """Start a run as its initiator; it goes on in the background (``runs``)."""
+        if self._nursery is None:
+            raise PsiError(503, "not_running", "the PSI service is not running yet")
         peer = self._index.get(peer_name)
         if peer is None:
             raise PsiError(404, "unknown_member", f"{peer_name!r} is not a member")

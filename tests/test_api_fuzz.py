@@ -32,6 +32,7 @@ from tracing_api_helpers import ACCOUNT, DAY, PHONE, now_ms, tracing_cluster
 from node.api import build_app, serve_api
 from node.api_openapi import openapi_document
 from node.api_openapi_tracing import EXAMPLE_CASE_ID, EXAMPLE_ENTITY
+from node.psi_service import PsiService
 
 # Bounded so the whole module stays well under a minute on two busy cores.
 MAX_EXAMPLES = 40
@@ -96,16 +97,19 @@ class ServedConsortium:
             await tc.open_case(EXAMPLE_CASE_ID, [EXAMPLE_ENTITY, PHONE])
             await tc.approve(EXAMPLE_CASE_ID)
             cluster = tc.cluster
+            psi = PsiService(cluster.runtime(0), cluster.store(0), cluster.genesis, workers=1)
             app = build_app(
                 cluster.runtime(0),
                 cluster.store(0),
                 cluster.genesis,
                 tracing=tc.services[0],
                 details=cluster.details(0),
+                psi=psi,
             )
             self._stop = trio.Event()
             self._token = trio.lowlevel.current_trio_token()
             async with trio.open_nursery() as nursery:
+                await nursery.start(psi.run)
                 port = await nursery.start(serve_api, app, "127.0.0.1", 0)
                 self.url = f"http://127.0.0.1:{port}"
                 self._ready.set()
