@@ -15,7 +15,7 @@ from node.audit import MAX_LIMIT
 from node.normalize import EntityType
 from node.tracing import DEFAULT_TRACE_LIMIT, MAX_GRAPH_DEPTH, Reference
 from node.transactions import MAX_SCOPE, MAX_STRING_CHARS
-from node.tx_kinds import CATEGORIES, QUERY_KINDS, RELATIONS
+from node.tx_kinds import CATEGORIES, PSI_OUTCOMES, QUERY_KINDS, RELATIONS
 
 JSON = "application/json"
 DOT = "text/vnd.graphviz"
@@ -24,6 +24,7 @@ INT = {"type": "integer", "minimum": 0}
 STR = {"type": "string"}
 BOOL = {"type": "boolean"}
 DIGEST_HEX = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+HEX = {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$"}
 TIME_MS = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS}
 CASE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_STRING_CHARS}
 # The examples of the request bodies; the fuzz test opens this very case, so the
@@ -114,7 +115,7 @@ GRANT_FIELDS = {
     "access": _ref("AccessRecord"),
 }
 GRANT = list(GRANT_FIELDS)
-RECORD_KINDS = ["report", "link", "case", "approve", "close", "access"]
+RECORD_KINDS = ["report", "link", "case", "approve", "close", "access", "psi"]
 
 SCHEMAS: dict[str, Any] = {
     "Entity": ENTITY,
@@ -217,13 +218,36 @@ SCHEMAS: dict[str, Any] = {
         truncated=BOOL,
     ),
     "AuditRecord": _obj(
-        [*ENTRY, "case_id", "query", "subject", "answered_ms", "answered"],
+        [*ENTRY, "case_id", "query", "subject", "answered_ms", "answered", "psi"],
         **ENTRY_FIELDS,
         case_id=STR,
         query={"enum": list(QUERY_KINDS)},
-        subject=_nullable(_ref("Entity")),
+        subject=_nullable(_ref("Entity")) | {"description": "null for a PSI run"},
         answered_ms=INT,
         answered=STR,
+        psi=_nullable(
+            _obj(
+                [
+                    "run_id",
+                    "initiator",
+                    "responder",
+                    "entity_type",
+                    "initiator_size",
+                    "responder_size",
+                    "result_size",
+                    "outcome",
+                ],
+                run_id=HEX,
+                initiator=STR,
+                responder=STR,
+                entity_type={"enum": [t.value for t in EntityType]},
+                initiator_size=INT,
+                responder_size=INT,
+                result_size=INT,
+                outcome={"enum": list(PSI_OUTCOMES)},
+            )
+        )
+        | {"description": "a PSI run's record (the two members, set sizes, outcome)"},
     ),
     "AuditList": _obj(
         ["records", "next_after"],

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from node.api_input import ApiError, digest, too_large
+from node.application import entity_key
 from node.audit import DEFAULT_LIMIT, MAX_LIMIT, audit_json, audit_trail
 from node.cases import CaseStatus
 from node.tracing import DEFAULT_TRACE_LIMIT, MAX_GRAPH_DEPTH, Grant, TimeWindow
@@ -37,6 +38,7 @@ from node.tx_kinds import QUERY_KINDS
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TIME_MS = 2**63 - 1
 DEFAULT_GRAPH_DEPTH = 2
+INLINE_TRACE_RECORDS = 100
 DOT_MEDIA_TYPE = "text/vnd.graphviz"
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -250,7 +252,12 @@ class _TracingApi:
         def run(grant: Grant) -> dict[str, Any]:
             return trace_json(service.tracer.trace(grant, limit, after))
 
-        answer = await service.answer(case_id, "trace", entity, window, run)
+        # A trip to a worker thread costs about a millisecond on a busy node, more than
+        # reading a few dozen records: a short trace runs here, on the event loop, and a
+        # long one in a thread, so consensus keeps moving while it reads.
+        postings = service.store.entity_tx_count(entity_key(entity))
+        inline = min(postings, limit) <= INLINE_TRACE_RECORDS
+        answer = await service.answer(case_id, "trace", entity, window, run, in_thread=not inline)
         return self._json_answer(answer)
 
     async def graph(self, request: Request) -> Response:

@@ -1,5 +1,6 @@
 """The audit trail: every ``access`` transaction on the ledger, who asked what under
-which case and when, for any member to check.
+which case and when, for any member to check; and every ``psi`` record, a private set
+intersection run under a case, which is filed under the case like an access.
 
 Access records are found through the store's ``cases`` index (role ``ACCESS``), never
 by scanning blocks: under one case, the case's postings in ledger order; across all
@@ -20,7 +21,7 @@ from node.store import LedgerStore
 from node.store_layout import CaseRole, case_key
 from node.tracing_render import entity_json, entry_json
 from node.transactions import TxRejected, decode_body, decode_tx, tx_id
-from node.tx_kinds import Access
+from node.tx_kinds import Access, PsiRun
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -30,7 +31,11 @@ _PAGE = 1000
 @dataclass(frozen=True)
 class AuditEntry:
     entry: LedgerEntry  # the member who asked, and where the record sits
-    access: Access
+    access: Access | PsiRun
+
+    @property
+    def query(self) -> str:
+        return self.access.query if isinstance(self.access, Access) else "psi"
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def audit_trail(
         for item in _decoded(store, page):
             if member is not None and item.entry.member != member:
                 continue
-            if query is not None and item.access.query != query:
+            if query is not None and item.query != query:
                 continue
             found.append(item)
             if len(found) > limit:
@@ -97,19 +102,35 @@ def _decoded(store: LedgerStore, locations: Sequence[tuple[int, int]]) -> Iterat
             body = decode_body(tx)
         except (DecodeError, TxRejected):
             continue  # not admitted, so never posted: only a damaged store gets here
-        if isinstance(body, Access):
+        if isinstance(body, Access | PsiRun):
             yield AuditEntry(LedgerEntry(tx_id(data), tx.member, height, index, tx.time_ms), body)
 
 
 def audit_entry_json(item: AuditEntry) -> dict[str, Any]:
     access = item.access
+    if isinstance(access, PsiRun):
+        subject, when = None, access.finished_ms
+        psi: dict[str, Any] | None = {
+            "run_id": access.run_id.hex(),
+            "initiator": access.initiator,
+            "responder": access.responder,
+            "entity_type": access.entity_type,
+            "initiator_size": access.initiator_size,
+            "responder_size": access.responder_size,
+            "result_size": access.result_size,
+            "outcome": access.outcome,
+        }
+    else:
+        subject = None if access.subject is None else entity_json(access.subject)
+        when, psi = access.answered_ms, None
     return {
         **entry_json(item.entry),
         "case_id": access.case_id,
-        "query": access.query,
-        "subject": None if access.subject is None else entity_json(access.subject),
-        "answered_ms": access.answered_ms,
-        "answered": format_time_ms(access.answered_ms),
+        "query": item.query,
+        "subject": subject,
+        "answered_ms": when,
+        "answered": format_time_ms(when),
+        "psi": psi,
     }
 
 

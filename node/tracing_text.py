@@ -216,7 +216,7 @@ def audit_lines(answer: Json) -> list[str]:
     for r in records:
         lines.append(
             f"{r['height']:>7}  {r['answered']:<24} {r['member']:<14} {r['case_id']:<{width}}  "
-            f"{r['query']:<8} {entity(r['subject'])}"
+            f"{r['query']:<8} {_audit_subject(r)}"
         )
     count = len(records)
     summary = f"{count} access record{'s' if count != 1 else ''}"
@@ -224,3 +224,14 @@ def audit_lines(answer: Json) -> list[str]:
         height, index = answer["next_after"]
         summary += f"; more after --after {height}:{index}"
     return [*lines, summary]
+
+
+def _audit_subject(record: Json) -> str:
+    psi = record.get("psi")
+    if psi is None:
+        return entity(record["subject"])
+    return (
+        f"{psi['entity_type']} sets of {psi['initiator']} ({psi['initiator_size']}) and "
+        f"{psi['responder']} ({psi['responder_size']}): {psi['result_size']} shared, "
+        f"{psi['outcome']}"
+    )

@@ -27,6 +27,8 @@ from node.api import build_app
 from node.cases import format_time_ms
 from node.tracing import TimeWindow, short_pseudonym
 from node.tracing_service import TracingService
+from node.tracing_text import audit_lines
+from node.tx_kinds import PsiRun
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -498,3 +500,42 @@ async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Pa
                 # Cases and the audit trail need no key.
                 assert (await keyless_client.get("/cases")).json()["cases"] == []
                 assert (await keyless_client.get("/audit")).json()["records"] == []
+
+
+async def test_psi_runs_are_in_the_audit_trail_beside_queries(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            opened = await tc.open_case("HZ-PSI", [PHONE])
+            await tc.approve("HZ-PSI")
+            case_tx = bytes.fromhex(opened["case"]["opened"]["tx_id"])
+            run = PsiRun("HZ-PSI", case_tx, bytes(16), "bank-1", "telecom-2", "phone",
+                         120, 45, 7, "completed", now_ms() - 1000)  # fmt: skip
+            [psi_tx] = await tc.commit([tc.sign(1, run)], via=1)
+            assert (
+                await tc.clients[0].post("/trace", json={"case_id": "HZ-PSI", "entity": PHONE})
+            ).status_code == 200
+            await tc.settle()
+            audit = (await tc.clients[3].get("/audit", params={"case": "HZ-PSI"})).json()
+            assert [(r["member"], r["query"]) for r in audit["records"]] == [
+                ("bank-1", "psi"),
+                ("police-0", "trace"),
+            ]
+            psi = audit["records"][0]
+            assert psi["tx_id"] == psi_tx.hex() and psi["subject"] is None
+            assert psi["psi"] == {
+                "run_id": "00" * 16,
+                "initiator": "bank-1",
+                "responder": "telecom-2",
+                "entity_type": "phone",
+                "initiator_size": 120,
+                "responder_size": 45,
+                "result_size": 7,
+                "outcome": "completed",
+            }
+            assert audit["records"][1]["psi"] is None
+            only = (await tc.clients[3].get("/audit", params={"query": "psi"})).json()
+            assert [r["tx_id"] for r in only["records"]] == [psi_tx.hex()]
+            lines = audit_lines(audit)
+            assert lines[1].endswith(
+                "psi      phone sets of bank-1 (120) and telecom-2 (45): 7 shared, completed"
+            )
