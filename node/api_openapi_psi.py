@@ -73,7 +73,13 @@ SCHEMAS: dict[str, Any] = {
     "PsiRunStarted": _obj(
         [*_RUN_REQUIRED, "input"],
         **_RUN_FIELDS,
-        input=_obj(["lines", "identifiers", "dropped"], lines=INT, identifiers=INT, dropped=INT),
+        input=_obj(
+            ["lines", "identifiers", "dropped", "seconds"],
+            lines=INT,
+            identifiers=INT,
+            dropped=INT,
+            seconds={"type": "number", "description": "Normalising and checking the set."},
+        ),
     ),
     "PsiRunResult": _obj(
         [*_RUN_REQUIRED, "intersection"],
@@ -95,7 +101,11 @@ SCHEMAS: dict[str, Any] = {
         answer_sets={
             "type": "object",
             "additionalProperties": _obj(
-                ["size", "source", "loaded_ms"], size=INT, source=STR, loaded_ms=INT
+                ["size", "source", "loaded_ms", "prepared"],
+                size=INT,
+                source=STR,
+                loaded_ms=INT,
+                prepared=BOOL,
             ),
         },
         loading={"type": "array", "items": STR},

@@ -20,6 +20,7 @@ clear. Error messages never quote an input line.
 
 from __future__ import annotations
 
+import time
 from contextlib import aclosing
 from typing import Any
 
@@ -48,8 +49,10 @@ def psi_routes(service: PsiService | None) -> list[Route]:
         params = request.query_params
         case_id, peer, entity_type = (_param(params, k) for k in ("case", "with", "type"))
         body = await _read_body(request)
+        began = time.perf_counter()
         try:
             ids = await psi.read_set(entity_type, body, dedupe=_flag(params, "dedupe"))
+            checked = time.perf_counter() - began
             run = await psi.start(case_id, peer, ids)
         except PsiInputError as exc:
             raise _input_error(exc) from None
@@ -60,6 +63,7 @@ def psi_routes(service: PsiService | None) -> list[Route]:
             "lines": ids.lines,
             "identifiers": len(ids.values),
             "dropped": ids.dropped,
+            "seconds": round(checked, 3),
         }
         return JSONResponse(answer, 202)
 

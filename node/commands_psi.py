@@ -131,9 +131,10 @@ def psi(
         with PsiClient(base_url) as client:
             started = client.start(case_id, peer, entity_type, data, dedupe=dedupe)
             run_id = started["run_id"]
+            checked = started["input"]
             click.echo(
-                f"psi run {run_id[:8]} with {peer}: {started['own_size']:,} identifiers sent "
-                "for blinding",
+                f"psi run {run_id[:8]} with {peer}: {checked['identifiers']:,} identifiers "
+                f"checked in {checked['seconds']:.1f} s; blinding and exchanging",
                 err=True,
             )
             run = client.wait(run_id, timeout_s=timeout, on_progress=bar.draw)

@@ -304,6 +304,13 @@ class PsiSection:
             "Seconds a run waits for the other member's next message.", range=(0, 3600), gt=True
         ),
     )
+    prepare: bool = field(
+        default=True,
+        metadata=_meta(
+            "Blind each answer set for the next run (with that run's own fresh scalar) "
+            "while no run is going on, so runs start with it ready."
+        ),
+    )
     record_timeout_s: float = field(
         default=30.0,
         metadata=_meta(

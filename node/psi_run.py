@@ -78,6 +78,7 @@ class Run:
     ordered: tuple[str, ...]  # the same elements in the order the operator gave them
     scalar: bytes
     points: tuple[bytes, ...] | None = None  # hashed answer set (responder); None: hash here
+    blinded: tuple[bytes, ...] | None = None  # prepared ahead with ``scalar`` (responder)
     state: RunState = RunState.RUNNING
     outcome: str | None = None
     message: str = ""
@@ -226,6 +227,12 @@ async def exchange(wiring: Wiring, run: Run) -> list[int]:
 
 async def _send_points(wiring: Wiring, run: Run, window: int) -> None:
     session, chunk = run.session, run.session.own.chunk
+    if run.blinded is not None:  # prepared before the run (``node.psi_answers``)
+        for seq in range(session.own.chunks):
+            send(wiring, run, session.own_points(seq, run.blinded[seq * chunk : (seq + 1) * chunk]))
+            await trio.lowlevel.checkpoint()
+        run.mark("own_points_sent")
+        return
     jobs: list[tuple[Any, ...]] = []
     for seq in range(session.own.chunks):
         part = slice(seq * chunk, (seq + 1) * chunk)

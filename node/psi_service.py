@@ -60,16 +60,17 @@ from node.api_metrics import peer_statistics
 from node.cases import CaseRegistry, CaseStatus
 from node.config import PsiSection
 from node.genesis import Genesis
-from node.psi_crypto import ChunkPool, domain, hash_chunk, normalise_chunk, random_scalar
+from node.psi_answers import AnswerSet, AnswerSets
+from node.psi_crypto import ChunkPool, domain, normalise_chunk, random_scalar
 from node.psi_inputs import (
     IdentifierSet,
-    PsiInputError,
     assemble,
     check_entity_type,
     chunked,
     decode_text,
     split_lines,
 )
+from node.psi_ledger import record_run
 from node.psi_protocol import (
     DEFAULT_CHUNK,
     Hello,
@@ -85,7 +86,6 @@ from node.psi_run import Run, RunState, Wiring, abort, exchange, next_message, s
 from node.psi_work import map_all
 from node.runtime import NodeRuntime
 from node.store import LedgerStore
-from node.transactions import encode_tx, make_tx
 from node.tx_kinds import KIND_ROLES, PsiRun
 
 log = logging.getLogger("crosstrace.psi")
@@ -93,7 +93,6 @@ log = logging.getLogger("crosstrace.psi")
 INBOX_FRAMES = 1024
 KEEP_FINISHED = 64  # ended runs kept for the API
 SEEN_RUN_IDS = 100_000
-HASH_CHUNK = 4096
 
 
 class PsiError(Exception):
@@ -102,15 +101,6 @@ class PsiError(Exception):
     def __init__(self, status: int, code: str, message: str, problems: Any = ()) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.problems = status, code, message, problems
-
-
-@dataclass(frozen=True)
-class AnswerSet:
-    entity_type: str
-    values: tuple[str, ...]
-    points: tuple[bytes, ...]  # hashed to the group, run-independent
-    source: str
-    loaded_ms: int
 
 
 @dataclass
@@ -144,6 +134,7 @@ class PsiService:
         timeout_s: float = 1800.0,
         idle_timeout_s: float = 120.0,
         record_timeout_s: float = 30.0,
+        prepare: bool = True,
         chunk: int = DEFAULT_CHUNK,
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
@@ -163,8 +154,14 @@ class PsiService:
         self.clock_ms = clock_ms
         self.pool = ChunkPool(workers)
         self.stats = PsiStats()
-        self.answer_sets: dict[str, AnswerSet] = {}
-        self.loading: set[str] = set()
+        self.answers = AnswerSets(
+            self.pool,
+            genesis.chain_id,
+            lambda kind, data, dedupe: self.read_set(kind, data, dedupe=dedupe),
+            clock_ms,
+            prepare=prepare,
+            chunk=chunk,
+        )
         self.runs: OrderedDict[bytes, Run] = OrderedDict()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._index = {m.name: i for i, m in enumerate(genesis.members)}
@@ -197,6 +194,7 @@ class PsiService:
             timeout_s=section.timeout_s,
             idle_timeout_s=section.idle_timeout_s,
             record_timeout_s=section.record_timeout_s,
+            prepare=section.prepare,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -205,7 +203,7 @@ class PsiService:
                 self._nursery = nursery
                 nursery.start_soon(self._inbox_loop)
                 for entity_type, path in self.answer_files.items():
-                    self.loading.add(entity_type)
+                    self.answers.loading.add(entity_type)
                     nursery.start_soon(self._load_answer_file, entity_type, path)
                 task_status.started()
         finally:
@@ -224,32 +222,22 @@ class PsiService:
     async def set_answer_set(
         self, entity_type: str, data: bytes, *, dedupe: bool = False, source: str = "api"
     ) -> AnswerSet:
-        ids = await self.read_set(entity_type, data, dedupe=dedupe)
-        prefix = domain(self.genesis.chain_id, entity_type)
-        values = ids.values
-        jobs = [(prefix, values[i : i + HASH_CHUNK]) for i in range(0, len(values), HASH_CHUNK)]
-        hashed = await map_all(self.pool, hash_chunk, jobs, window=2 * self.pool.workers)
-        points = tuple(p for part in hashed for p in part)
-        answer_set = AnswerSet(entity_type, values, points, source, self.clock_ms())
-        self.answer_sets[entity_type] = answer_set
-        self.loading.discard(entity_type)
-        log.info("psi answer set for %s: %d identifiers (%s)", entity_type, len(values), source)
+        """Replace the set this node answers ``entity_type`` runs with."""
+        answer_set = await self.answers.load(entity_type, data, dedupe=dedupe, source=source)
+        self._prepare_when_idle()
         return answer_set
 
     async def _load_answer_file(self, entity_type: str, path: Path) -> None:
-        try:
-            data = await trio.Path(path).read_bytes()
-            await self.set_answer_set(entity_type, data, source=str(path))
-        except (OSError, PsiInputError) as exc:
-            self.loading.discard(entity_type)
-            where = "; ".join(f"line {p.line}: {p.message}" for p in getattr(exc, "problems", ()))
-            log.error(
-                "psi.answer_sets.%s (%s) not loaded: %s%s",
-                entity_type,
-                path,
-                exc,
-                f" ({where})" if where else "",
-            )
+        await self.answers.load_file(entity_type, path)
+        self._prepare_when_idle()
+
+    def _prepare_when_idle(self) -> None:
+        """Prepare the next run of each answer set, unless a run is going on (it would
+        compete for the workers)."""
+        if self._nursery is None or any(r.active for r in self.runs.values()):
+            return
+        for entity_type in self.answers.unprepared():
+            self._nursery.start_soon(self.answers.prepare_next, entity_type)
 
     # ------------------------------------------------------------------ who may run
 
@@ -332,6 +320,8 @@ class PsiService:
         session: PsiSession,
         values: list[str],
         points: tuple[bytes, ...] | None = None,
+        scalar: bytes | None = None,
+        blinded: tuple[bytes, ...] | None = None,
     ) -> Run:
         # Unbounded in frames, bounded in bytes (``_deliver``): how many chunks the other
         # member sends is only known once it answers, and it may send them all at once.
@@ -347,8 +337,9 @@ class PsiService:
             session=session,
             values=tuple(values),
             ordered=ids.values,
-            scalar=random_scalar(),
+            scalar=random_scalar() if scalar is None else scalar,
             points=points,
+            blinded=blinded,
             started_ms=self.clock_ms(),
             inbox=inbox,
             outbox=outbox,
@@ -377,23 +368,27 @@ class PsiService:
             status = self._authorise(hello.case_id, peer_name, self.name)
             if status.case.tx_id != hello.case_tx:
                 raise PsiError(409, "wrong_case", f"case {hello.case_id!r} is another case here")
-            answer_set = self.answer_sets.get(hello.entity_type)
-            if answer_set is None:
-                loading = " (still loading)" if hello.entity_type in self.loading else ""
+            self._check_size("the asking member's", hello.count)
+            self._check_capacity()
+            taken = self.answers.take(hello.entity_type)
+            if taken is None:
+                loading = " (still loading)" if hello.entity_type in self.answers.loading else ""
                 raise PsiError(
                     404, "no_answer_set", f"{self.name} has no {hello.entity_type} set{loading}"
                 )
-            self._check_size("the asking member's", hello.count)
+            answer_set, prepared = taken
             self._check_size("our", len(answer_set.values))
-            self._check_capacity()
         except PsiError as exc:
             self.stats.refused[exc.code] = self.stats.refused.get(exc.code, 0) + 1
             log.warning("psi run %s from %s refused: %s", run_id.hex()[:8], peer_name, exc.message)
             message = Refuse(exc.code, exc.message[:500])
             self.runtime.transport.send_nowait(src, _frame(run_id, message))
             return
-        order = list(range(len(answer_set.values)))
-        secrets.SystemRandom().shuffle(order)
+        if prepared is not None:
+            order = list(prepared.order)
+        else:
+            order = list(range(len(answer_set.values)))
+            secrets.SystemRandom().shuffle(order)
         session = PsiSession.answering(hello, run_id, len(order), self.chunk)
         run = self._new_run(
             run_id,
@@ -405,16 +400,19 @@ class PsiService:
             session,
             [answer_set.values[i] for i in order],
             tuple(answer_set.points[i] for i in order),
+            None if prepared is None else prepared.scalar,
+            None if prepared is None else prepared.blinded,
         )
         self.stats.answered += 1
         log.info(
-            "psi run %s: answering %s under case %s (%s, theirs %d, ours %d)",
+            "psi run %s: answering %s under case %s (%s, theirs %d, ours %d%s)",
             run.id8,
             peer_name,
             hello.case_id,
             hello.entity_type,
             hello.count,
             len(order),
+            ", prepared" if prepared is not None else "",
         )
         assert self._nursery is not None
         self._nursery.start_soon(self._drive, run, session.accept())
@@ -426,6 +424,12 @@ class PsiService:
         return Wiring(self.runtime.transport.send_nowait, self.pool, prefix, self.idle_timeout_s)
 
     async def _drive(self, run: Run, opening: Any) -> None:
+        try:
+            await self._carry_out(run, opening)
+        finally:
+            self._prepare_when_idle()  # the next run of an answer set, now the workers are free
+
+    async def _carry_out(self, run: Run, opening: Any) -> None:
         wiring = self._wiring(run)
         try:
             with trio.fail_after(self.timeout_s):
@@ -499,56 +503,18 @@ class PsiService:
         self.stats.failed[code] = self.stats.failed.get(code, 0) + 1
 
     async def _record(self, run: Run, outcome: str, result_size: int) -> str | None:
-        """Sign and submit this member's record of ``run``; None once it is committed,
-        else what went wrong."""
-        assert run.session.peer is not None
-        initiator, responder = self.name, run.peer_name
-        sizes = (run.own_size, run.session.peer.count)
-        if run.role is Role.RESPONDER:
-            initiator, responder, sizes = responder, initiator, sizes[::-1]
         run.finished_ms = run.finished_ms or self.clock_ms()
-        body = PsiRun(
-            run.case_id,
-            run.case_tx,
-            run.run_id,
-            initiator,
-            responder,
-            run.entity_type,
-            sizes[0],
-            sizes[1],
-            result_size,
-            outcome,
-            run.finished_ms,
-        )
-        nonce = secrets.randbelow(2**63 - 1) + 1
-        tx = make_tx(
-            self.runtime.signer,
+        return await record_run(
+            self.runtime,
+            self.store,
             self.genesis.chain_id,
             self.name,
-            PsiRun.kind,
-            body,
-            nonce,
-            self.clock_ms(),
+            run,
+            outcome,
+            result_size,
+            now_ms=self.clock_ms(),
+            timeout_s=self.record_timeout_s,
         )
-        [submitted] = await self.runtime.submit_batch([encode_tx(tx)])
-        if not submitted.accepted:
-            problem = f"the node refused the run's record: {submitted.code}: {submitted.message}"
-            log.error("psi run %s: %s", run.id8, problem)
-            return problem
-        run.record_tx = submitted.tx_id
-        with trio.move_on_after(self.record_timeout_s):
-            await self.runtime.wait_committed(submitted.tx_id)
-        location = self.store.tx_location(submitted.tx_id)
-        run.mark("recorded")
-        if location is None:
-            problem = (
-                f"the run's record was not committed within {self.record_timeout_s:g} s "
-                "(is a quorum of members running?)"
-            )
-            log.error("psi run %s: %s", run.id8, problem)
-            return problem
-        run.record_height = location[0]
-        return None
 
     # ------------------------------------------------------------------ frames
 
@@ -603,11 +569,8 @@ class PsiService:
     def statistics(self) -> dict[str, Any]:
         return {
             "answering": self.answer,
-            "answer_sets": {
-                t: {"size": len(s.values), "source": s.source, "loaded_ms": s.loaded_ms}
-                for t, s in self.answer_sets.items()
-            },
-            "loading": sorted(self.loading),
+            "answer_sets": self.answers.statistics(),
+            "loading": sorted(self.answers.loading),
             "workers": self.pool.workers,
             "stats": {
                 "started": self.stats.started,

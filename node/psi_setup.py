@@ -22,13 +22,20 @@ class SetupError(RuntimeError):
     pass
 
 
-def enable_answering(home: Path, answer_sets: Mapping[str, Path] | None = None) -> None:
-    """``[psi] answer = true`` in ``home``'s config, with the given answer set files."""
+def enable_answering(
+    home: Path, answer_sets: Mapping[str, Path] | None = None, *, prepare: bool = True
+) -> None:
+    """``[psi] answer = true`` in ``home``'s config, with the given answer set files
+    (and ``prepare = false`` if asked)."""
     path = home / "config.toml"
     text = path.read_text()
     text, found = re.subn(r"(?m)^(\[psi\]\n(?:#.*\n)*)answer = false$", r"\1answer = true", text)
     if found != 1:
         raise SetupError(f"{path}: no 'answer = false' right under [psi]")
+    if not prepare:
+        text, found = re.subn(r"(?m)^prepare = true$", "prepare = false", text)
+        if found != 1:
+            raise SetupError(f"{path}: no 'prepare = true' in [psi]")
     entries = "".join(f'{t} = "{f}"\n' for t, f in (answer_sets or {}).items())
     text, found = re.subn(r"(?m)^\[psi\.answer_sets\]\n", "[psi.answer_sets]\n" + entries, text)
     if found != 1:

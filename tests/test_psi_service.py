@@ -345,3 +345,32 @@ async def test_bad_input_is_refused_before_anything_is_sent(tmp_path: Path) -> N
             await police.read_set("phone", b"\n\n", dedupe=False)
         assert info.value.code == "empty"
         assert police.runs == {} and net.hostile_got == []
+
+
+async def test_the_answering_node_prepares_each_run_with_its_own_scalar(tmp_path: Path) -> None:
+    async with consortium(tmp_path) as net:
+        police, bank = net.services[POLICE], net.services[BANK]
+
+        def prepared() -> bool:
+            return bool(bank.answers.statistics().get("phone", {}).get("prepared"))
+
+        await bank.set_answer_set("phone", as_text(phones(0, 120)))
+        ids = await police.read_set("phone", as_text(phones(100, 50)), dedupe=False)
+        scalars = []
+        for _ in range(2):
+            await until(prepared, 30)
+            run = await wait_ended(await police.start("C-1", net.name(BANK), ids))
+            answered = await the_run(bank, run.run_id)
+            assert answered.blinded is not None  # its points were ready before the run
+            assert (answered.state, answered.result_size, run.result_size) == (
+                RunState.COMPLETED,
+                20,
+                20,
+            )
+            scalars.append(answered.scalar)
+        assert scalars[0] != scalars[1]
+        # A new set drops what was prepared for the old one.
+        await until(prepared, 30)
+        await bank.set_answer_set("phone", as_text(phones(0, 10)))
+        run = await wait_ended(await police.start("C-1", net.name(BANK), ids))
+        assert (run.state, run.result_size, run.peer_size) == (RunState.COMPLETED, 0, 10)
