@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/catchup_bench.py
 	$(BIN)/python benchmarks/proof_bench.py
 	$(BIN)/python benchmarks/trace_bench.py
+	$(BIN)/python -m pip install --quiet --group bench
+	$(BIN)/python benchmarks/psi_bench.py
 
 stop:
 	$(BIN)/crosstrace cluster down consortium

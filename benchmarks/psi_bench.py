@@ -187,8 +187,9 @@ def run_openmined(
     except ImportError as exc:
         reason = (
             f"not measured: {OPENMINED} is not installed in this environment ({exc}); "
-            f"`pip install --group bench -e .` installs it (a wheel exists for CPython "
-            f"{sys.version_info.major}.{sys.version_info.minor} on {sys.platform}? pip says)"
+            "`python -m pip install --group bench` installs it where PyPI has a wheel for "
+            "this interpreter and platform (it has openmined_psi-2.0.6-cp311-cp311-"
+            "manylinux_2_35_x86_64.whl, for CPython 3.11 on x86-64 Linux with glibc 2.35+)"
         )
         report(f"openmined-psi {reason}")
         return {"skipped": reason}

@@ -42,6 +42,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -214,7 +215,14 @@ class ChunkPool:
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=_context())
-        return self._executor.submit(fn, *args)
+        try:
+            return self._executor.submit(fn, *args)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): the runs using it fail with it, and
+            # the next work gets a fresh pool rather than the same error for good.
+            self.close()
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=_context())
+            return self._executor.submit(fn, *args)
 
     def close(self) -> None:
         if self._executor is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import pytest
@@ -132,6 +134,19 @@ def test_the_pool_runs_chunks_in_worker_processes() -> None:
         pool.close()
     assert all(pid != os.getpid() for _, pid in results)
     assert results[0][0] == [hash_to_group(PREFIX, "0")]
+
+
+def test_the_pool_recovers_from_a_worker_that_died() -> None:
+    pool = ChunkPool(1)
+    try:
+        [_, pid] = pool.submit(hash_chunk_pid, PREFIX, ["x"]).result(timeout=60)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(hash_chunk_pid, PREFIX, ["y"]).result(timeout=60)
+        [points, _] = pool.submit(hash_chunk_pid, PREFIX, ["z"]).result(timeout=60)
+    finally:
+        pool.close()
+    assert points == [hash_to_group(PREFIX, "z")]
 
 
 def hash_chunk_pid(prefix: bytes, values: list[str]) -> tuple[list[bytes], int]:
