@@ -45,6 +45,7 @@ from node.api_metrics import MetricsCollector, peer_statistics
 from node.api_openapi import openapi_document
 from node.api_proof import proof_route
 from node.api_psi import psi_routes
+from node.api_psi import write_metrics as write_psi_metrics
 from node.api_tracing import tracing_routes
 from node.genesis import Genesis
 from node.private_service import PrivateDetailsService
@@ -311,6 +312,8 @@ def build_app(
     api = _Api(runtime, store, genesis, max_body_bytes)
     if details is not None:
         api.metrics_collector.extras.append(partial(write_metrics, details))
+    if psi is not None:
+        api.metrics_collector.extras.append(partial(write_psi_metrics, psi))
     routes = [
         Route("/status", api.status, methods=["GET"]),
         Route("/txs", api.submit, methods=["POST"]),

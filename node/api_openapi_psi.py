@@ -59,6 +59,7 @@ _RUN_FIELDS: dict[str, Any] = {
     "own_size": INT,
     "peer_size": _null(INT),
     "result_size": _null(INT),
+    "prepared": BOOL,
     "progress": _PROGRESS,
     "record": _null(_obj(["tx_id", "height"], tx_id=STR, height=_null(INT))),
     "started_ms": INT,

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from node.api_input import ApiError, too_large
+from node.api_metrics import Exposition
 from node.psi_inputs import PsiInputError
 from node.psi_run import run_json
 from node.psi_service import PsiError, PsiService
@@ -155,3 +156,33 @@ async def _read_body(request: Request, limit: int = MAX_SET_BODY) -> bytes:
     except ClientDisconnect:
         raise ApiError(400, "incomplete_body", "the client left before sending the body") from None
     return b"".join(chunks)
+
+
+def write_metrics(service: PsiService, out: Exposition) -> None:
+    stats = service.stats
+    out.one(
+        "crosstrace_psi_runs_active",
+        "gauge",
+        "PSI runs going on here, asked or answered.",
+        sum(1 for run in service.runs.values() if run.active),
+    )
+    for name, help_text, value in (
+        ("started", "PSI runs this member asked for.", stats.started),
+        ("answered", "PSI runs this member answered.", stats.answered),
+        ("completed", "PSI runs completed and recorded here.", stats.completed),
+        ("stale_messages", "PSI messages for a run that had ended here.", stats.stale),
+        ("unknown_run_messages", "PSI messages for a run never had here.", stats.unknown_run),
+    ):
+        out.one(f"crosstrace_psi_{name}_total", "counter", help_text, value)
+    out.family(
+        "crosstrace_psi_failed_total",
+        "counter",
+        "PSI runs that failed, by outcome (invalid_point, wrong_count, timeout, ...).",
+        [({"outcome": code}, n) for code, n in sorted(stats.failed.items())],
+    )
+    out.family(
+        "crosstrace_psi_refused_total",
+        "counter",
+        "PSI runs this member refused to answer, by reason.",
+        [({"reason": code}, n) for code, n in sorted(stats.refused.items())],
+    )

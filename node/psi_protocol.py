@@ -390,6 +390,10 @@ class PsiSession:
             and self._next_tags == self.own.chunks
         )
 
+    def discard(self) -> None:
+        """Drop the tags once the run has ended: only the result is kept."""
+        self._returned, self._computed = [], set()
+
     def matches(self) -> list[int]:
         """Positions, in the order we sent our points, of our elements in the
         intersection."""

@@ -79,6 +79,7 @@ class Run:
     scalar: bytes
     points: tuple[bytes, ...] | None = None  # hashed answer set (responder); None: hash here
     blinded: tuple[bytes, ...] | None = None  # prepared ahead with ``scalar`` (responder)
+    prepared: bool = False  # whether ``blinded`` was ready before the run
     state: RunState = RunState.RUNNING
     outcome: str | None = None
     message: str = ""
@@ -110,6 +111,15 @@ class Run:
     @property
     def id8(self) -> str:
         return self.run_id.hex()[:8]
+
+    def forget(self) -> None:
+        """Once the run has ended: drop the secret scalar, the elements and everything
+        derived from them; only the result (this member's own data) and the summary stay.
+        (Python cannot wipe memory; dropping the references is what it can do.)"""
+        self.scalar = b""
+        self.values = self.ordered = ()
+        self.points = self.blinded = None
+        self.session.discard()
 
     def mark(self, name: str) -> None:
         """Seconds since the run started, under ``name`` (shown by the API)."""
@@ -152,6 +162,7 @@ def run_json(run: Run, *, with_result: bool = False) -> dict[str, Any]:
         "own_size": run.own_size,
         "peer_size": run.peer_size,
         "result_size": run.result_size,
+        "prepared": run.prepared,
         "progress": {
             "done": p.done(),
             "total": run.session.total_work if run.peer_size else None,

@@ -91,7 +91,7 @@ from node.tx_kinds import KIND_ROLES, PsiRun
 log = logging.getLogger("crosstrace.psi")
 
 INBOX_FRAMES = 1024
-KEEP_FINISHED = 64  # ended runs kept for the API
+KEEP_FINISHED = 16  # ended runs kept for the API, with their results
 SEEN_RUN_IDS = 100_000
 
 
@@ -340,6 +340,7 @@ class PsiService:
             scalar=random_scalar() if scalar is None else scalar,
             points=points,
             blinded=blinded,
+            prepared=blinded is not None,
             started_ms=self.clock_ms(),
             inbox=inbox,
             outbox=outbox,
@@ -427,6 +428,7 @@ class PsiService:
         try:
             await self._carry_out(run, opening)
         finally:
+            run.forget()
             self._prepare_when_idle()  # the next run of an answer set, now the workers are free
 
     async def _carry_out(self, run: Run, opening: Any) -> None:

@@ -101,6 +101,10 @@ def test_two_member_processes_intersect_over_the_real_channel(
     assert sorted(result["intersection"]) == sorted(normalize("phone", p) for p in in_common)
     shown = run("psi-runs", "--home", str(homes[BANK]))
     assert shown.exit_code == 0 and "responder" in shown.output and "100 in common" in shown.output
+    with ApiClient(api_url_of_home(homes[BANK])) as client:
+        metrics = client.metrics().splitlines()
+    assert "crosstrace_psi_answered_total 1" in metrics
+    assert "crosstrace_psi_completed_total 1" in metrics
 
     # Both records on the ledger, on every node; no identifier in them.
     with PsiClient(api_url_of_home(homes[POLICE])) as police:

@@ -356,21 +356,37 @@ async def test_the_answering_node_prepares_each_run_with_its_own_scalar(tmp_path
 
         await bank.set_answer_set("phone", as_text(phones(0, 120)))
         ids = await police.read_set("phone", as_text(phones(100, 50)), dedupe=False)
-        scalars = []
         for _ in range(2):
             await until(prepared, 30)
             run = await wait_ended(await police.start("C-1", net.name(BANK), ids))
             answered = await the_run(bank, run.run_id)
-            assert answered.blinded is not None  # its points were ready before the run
+            assert answered.prepared  # its points were ready before the run
             assert (answered.state, answered.result_size, run.result_size) == (
                 RunState.COMPLETED,
                 20,
                 20,
             )
-            scalars.append(answered.scalar)
-        assert scalars[0] != scalars[1]
+            # Ended: the secret scalar and the elements are gone, the result stays.
+            assert (answered.scalar, answered.values, answered.blinded) == (b"", (), None)
+            assert answered.result is not None and len(answered.result) == 20
         # A new set drops what was prepared for the old one.
         await until(prepared, 30)
         await bank.set_answer_set("phone", as_text(phones(0, 10)))
         run = await wait_ended(await police.start("C-1", net.name(BANK), ids))
         assert (run.state, run.result_size, run.peer_size) == (RunState.COMPLETED, 0, 10)
+
+
+async def test_each_prepared_run_has_its_own_scalar_and_shuffle(tmp_path: Path) -> None:
+    async with consortium(tmp_path) as net:
+        answers = net.services[BANK].answers
+        await answers.load("phone", as_text(phones(0, 60)))
+        taken = []
+        for _ in range(2):
+            await answers.prepare_next("phone")
+            got = answers.take("phone")
+            assert got is not None and got[1] is not None
+            taken.append(got[1])
+        first, second = taken
+        assert first.scalar != second.scalar and first.blinded != second.blinded
+        assert first.order != second.order
+        assert answers.take("phone") == (first.answer_set, None)  # each is used once
