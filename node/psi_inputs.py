@@ -24,6 +24,7 @@ from node.psi_crypto import Normalised
 MAX_PROBLEMS = 20
 NORMALISE_CHUNK = 2000  # lines per worker task (about 0.1 s of phone-number parsing)
 ENTITY_TYPES = tuple(t.value for t in EntityType)
+Line = tuple[int, str]  # (line number, text)
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,6 @@ def split_lines(text: str, max_count: int) -> list[Line]:
             "(psi.max_set_size)",
         )
     return kept
-
-
-Line = tuple[int, str]  # (line number, text)
 
 
 def chunked(lines: Sequence[Line], size: int = NORMALISE_CHUNK) -> list[list[Line]]:

@@ -37,7 +37,10 @@ reaches a live one. Within a run, chunks are numbered and checked in order.
 
 Input sets are normalised as for pseudonyms (``node.psi_inputs``) in the worker
 processes. The answering member's sets are hashed to the group once, when loaded (the
-hash does not depend on the run); every run still draws fresh secret scalars.
+hash does not depend on the run), and blinded for the next run while the node is idle
+(``node.psi_answers``); every run still has its own fresh secret scalars, forgotten when
+it ends. ``Hello`` carries the initiator's set size, so a member that refuses still
+learns it; it learns nothing else.
 """
 
 from __future__ import annotations
