@@ -306,7 +306,8 @@ UNAVAILABLE = _error(
 TOO_LARGE = _error("The body is larger than 64 KiB.")
 ACCESS_HEADERS = {
     "Server-Timing": {
-        "description": "`authorise`, `audit` (the access record's commit) and `query` in ms",
+        "description": "`authorise`, `audit` (the access record's commit), `query` and "
+        "`total` (the whole handler, audit included) in ms",
         "schema": STR,
     },
     "Crosstrace-Access-Tx": {"description": "the access record's tx id", "schema": DIGEST_HEX},

@@ -115,7 +115,8 @@ async def test_a_case_opened_approved_by_k_members_then_queried_leaves_an_audit_
             assert response.headers["crosstrace-access-height"] == str(access["height"])
             timing = response.headers["server-timing"]
             assert re.fullmatch(
-                r"authorise;dur=[0-9.]+, audit;dur=[0-9.]+, query;dur=[0-9.]+", timing
+                r"authorise;dur=[0-9.]+, audit;dur=[0-9.]+, query;dur=[0-9.]+, total;dur=[0-9.]+",
+                timing,
             ), timing
 
             # The access record is on every node's ledger, as committed by consensus.

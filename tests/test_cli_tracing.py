@@ -249,6 +249,7 @@ def test_graph_history_cases_and_audit_outputs(net: Path, tmp_path: Path) -> Non
         assert "Example" in ok(*command, "--help"), command
 
 
+@pytest.mark.timeout(60)
 def test_tracing_commands_without_a_node_fail_with_one_line(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9"  # discard: nothing answers HTTP there
     for args in (["trace", PHONE, "--case", "C-1"], ["case", "list"], ["audit"]):
