@@ -152,7 +152,7 @@ def demo(directory: Path, txs: int, p2p_port: int, api_port: int) -> None:
     except ApiClientError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        graph = investigate(directory, [node.home for node in nodes], click.echo)
+        investigate(directory, [node.home for node in nodes], click.echo)
     except (DemoError, AuthoringError) as exc:
         raise click.ClickException(str(exc)) from None
     exe = _command_name()
