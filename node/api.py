@@ -22,7 +22,6 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from contextlib import aclosing
 from functools import partial
 from typing import Any, cast
 
@@ -32,13 +31,13 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import Framework
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consensus.codec import DecodeError
 from node.api_details import details_routes, write_metrics
-from node.api_input import MAX_BODY_BYTES, ApiError, digest, parse_json_txs, too_large, wait_options
+from node.api_input import MAX_BODY_BYTES, ApiError, digest, parse_json_txs, read_body, wait_options
 from node.api_input import height as parse_height
 from node.api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.api_metrics import MetricsCollector, peer_statistics
@@ -162,7 +161,7 @@ class _Api:
                 "send the transaction as application/octet-stream, or JSON "
                 '{"tx": hex} or {"txs": [hex, ...]} as application/json',
             )
-        body = await self._read_body(request)
+        body = await read_body(request, self.max_body_bytes)
         if kind == "application/octet-stream":
             if not body:
                 raise ApiError(400, "empty_body", "the body holds no transaction")
@@ -197,33 +196,6 @@ class _Api:
             else:
                 row["height"], row["index"] = location
         return JSONResponse({"results": rows}, 200 if all_committed else 202)
-
-    async def _read_body(self, request: Request) -> bytes:
-        """The body, refused with 413 as soon as it is known to exceed the limit: from
-        Content-Length before reading anything, else while it streams in."""
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not (declared.isascii() and declared.isdigit()):
-                raise ApiError(400, "bad_request", "Content-Length is not a number")
-            if int(declared) > self.max_body_bytes:
-                raise too_large(self.max_body_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            # aclosing: leaving the stream early (too large) must finalise it now, on
-            # this task, not whenever the garbage collector gets to it.
-            async with aclosing(request.stream()) as stream:
-                async for chunk in stream:
-                    size += len(chunk)
-                    if size > self.max_body_bytes:
-                        raise too_large(self.max_body_bytes)
-                    chunks.append(chunk)
-        except ClientDisconnect:
-            # Nobody is left to answer; an ApiError keeps it out of the error log.
-            raise ApiError(
-                400, "incomplete_body", "the client left before sending the body"
-            ) from None
-        return b"".join(chunks)
 
     # -------------------------------------------------------------- reading the ledger
 

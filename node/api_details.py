@@ -20,15 +20,14 @@ details), ``not_entitled`` (this member was not a recipient, or they have not ar
 from __future__ import annotations
 
 import json
-from contextlib import aclosing
 from typing import Any
 
 import trio
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node.api_input import ApiError, digest, too_large, tx_hex, wait_options
+from node.api_input import ApiError, digest, read_body, tx_hex, wait_options
 from node.api_metrics import Exposition
 from node.private_details import Details, encode_details
 from node.private_service import NotHeld, PrivateDetailsService, ShareError
@@ -52,7 +51,9 @@ def details_routes(service: PrivateDetailsService | None, store: LedgerStore) ->
     async def submit(request: Request) -> Response:
         details_service = need_service()
         wait, timeout = wait_options(request.query_params)
-        tx_bytes, salt, details, share_with = parse_share(await read_body(request))
+        tx_bytes, salt, details, share_with = parse_share(
+            await read_body(request, MAX_DETAILS_BODY)
+        )
         try:
             result, shared_with = await details_service.submit_with_details(
                 tx_bytes, salt, details, share_with
@@ -104,24 +105,6 @@ def details_routes(service: PrivateDetailsService | None, store: LedgerStore) ->
         Route("/details", submit, methods=["POST"]),
         Route("/details/{tx_id}", show, methods=["GET"]),
     ]
-
-
-async def read_body(request: Request, limit: int = MAX_DETAILS_BODY) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with aclosing(request.stream()) as stream:
-            async for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "incomplete_body", "the client left before sending the body") from None
-    return b"".join(chunks)
 
 
 def parse_share(body: bytes) -> tuple[bytes, bytes, Details, list[str] | None]:

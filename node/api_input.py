@@ -11,7 +11,10 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
+from contextlib import aclosing
 from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
 
 from consensus.crypto import DIGEST_SIZE
 from node.transactions import MAX_TX_BYTES
@@ -37,6 +40,32 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.extra = extra or {}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit``: from
+    Content-Length before reading anything, else while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        # aclosing: leaving the stream early (too large) must finalise it now, on this
+        # task, not whenever the garbage collector gets to it.
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; an ApiError keeps it out of the error log.
+        raise ApiError(400, "incomplete_body", "the client left before sending the body") from None
+    return b"".join(chunks)
 
 
 def too_large(limit: int) -> ApiError:

@@ -21,14 +21,13 @@ clear. Error messages never quote an input line.
 from __future__ import annotations
 
 import time
-from contextlib import aclosing
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node.api_input import ApiError, too_large
+from node.api_input import ApiError, read_body
 from node.api_metrics import Exposition
 from node.psi_inputs import PsiInputError
 from node.psi_run import run_json
@@ -49,7 +48,7 @@ def psi_routes(service: PsiService | None) -> list[Route]:
         psi = need()
         params = request.query_params
         case_id, peer, entity_type = (_param(params, k) for k in ("case", "with", "type"))
-        body = await _read_body(request)
+        body = await read_body(request, MAX_SET_BODY)
         began = time.perf_counter()
         try:
             ids = await psi.read_set(entity_type, body, dedupe=_flag(params, "dedupe"))
@@ -88,7 +87,7 @@ def psi_routes(service: PsiService | None) -> list[Route]:
     async def put_answer_set(request: Request) -> Response:
         psi = need()
         entity_type = request.path_params["entity_type"]
-        body = await _read_body(request)
+        body = await read_body(request, MAX_SET_BODY)
         try:
             answer_set = await psi.set_answer_set(
                 entity_type, body, dedupe=_flag(request.query_params, "dedupe")
@@ -138,24 +137,6 @@ def _input_error(exc: PsiInputError) -> ApiError:
     problems = [{"line": p.line, "message": p.message} for p in exc.problems]
     status = 413 if exc.code == "too_large" else 400
     return ApiError(status, exc.code, exc.message, {"problems": problems})
-
-
-async def _read_body(request: Request, limit: int = MAX_SET_BODY) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with aclosing(request.stream()) as stream:
-            async for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "incomplete_body", "the client left before sending the body") from None
-    return b"".join(chunks)
 
 
 def write_metrics(service: PsiService, out: Exposition) -> None:

@@ -19,15 +19,14 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import aclosing
 from typing import Any
 
 import trio
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node.api_input import ApiError, digest, too_large
+from node.api_input import ApiError, digest, read_body
 from node.application import entity_key
 from node.audit import DEFAULT_LIMIT, MAX_LIMIT, audit_json, audit_trail
 from node.cases import CaseStatus
@@ -104,24 +103,7 @@ def integer(value: object, name: str, low: int, high: int) -> int:
 
 async def read_json(request: Request) -> object:
     """The body as JSON (empty: ``{}``), refused with 413 past ``MAX_REQUEST_BYTES``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise ApiError(400, "bad_request", "Content-Length is not a number")
-        if int(declared) > MAX_REQUEST_BYTES:
-            raise too_large(MAX_REQUEST_BYTES)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with aclosing(request.stream()) as stream:
-            async for chunk in stream:
-                size += len(chunk)
-                if size > MAX_REQUEST_BYTES:
-                    raise too_large(MAX_REQUEST_BYTES)
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "incomplete_body", "the client left before sending the body") from None
-    body = b"".join(chunks)
+    body = await read_body(request, MAX_REQUEST_BYTES)
     if not body.strip():
         return {}
     try:
