@@ -278,16 +278,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--records-per-entity", type=int, default=4)
-    parser.add_argument("--link-share", type=float, default=0.3)
-    parser.add_argument("--ring", type=int, default=20, help="entities per cluster")
-    parser.add_argument("--zipf", type=float, default=0.8, help="report subject popularity")
-    parser.add_argument("--block-txs", type=int, default=1000)
+    tb.add_ledger_arguments(parser)
     parser.add_argument("--queries", type=int, default=1000, help="per query kind")
     parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument(
         "--others-nice",
         type=int,

@@ -181,20 +181,26 @@ def measure(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that shape the ledger and where it is built (shared with
+    ``api_trace_bench.py``, which builds the same ledger)."""
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--records-per-entity", type=int, default=4)
     parser.add_argument("--link-share", type=float, default=0.3)
     parser.add_argument("--ring", type=int, default=20, help="entities per cluster")
     parser.add_argument("--zipf", type=float, default=0.8, help="report subject popularity")
     parser.add_argument("--block-txs", type=int, default=1000)
-    parser.add_argument("--queries", type=int, default=2000)
-    parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    add_ledger_arguments(parser)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--depth", type=int, default=3)
     args = parser.parse_args()
     genesis = make_genesis()
     work = Workload(args)
