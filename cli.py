@@ -192,8 +192,8 @@ def verify_ledger_command(data_dir: Path, genesis_path: Path, quiet: bool) -> No
     Example:
       crosstrace verify-ledger node0/data --genesis node0/genesis.json
     """
-    from node.genesis import GenesisError, load_genesis
-    from node.verify_ledger import VerifyProgress, verify_ledger
+    from node.ledger.verify import VerifyProgress, verify_ledger
+    from node.setup.genesis import GenesisError, load_genesis
 
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir}: no such ledger directory")
@@ -277,10 +277,10 @@ def init(
     Example:
       crosstrace init ./bank-a --name bank-a --institution bank --address 10.0.0.5:26656
     """
-    from node.config import ConfigError
-    from node.genesis import GenesisError
-    from node.keys import KeyFileError
-    from node.provision import ProvisionError, init_member
+    from node.setup.config import ConfigError
+    from node.setup.genesis import GenesisError
+    from node.setup.keys import KeyFileError
+    from node.setup.provision import ProvisionError, init_member
 
     try:
         created = init_member(
@@ -323,7 +323,7 @@ def genesis(descriptors: tuple[Path, ...], chain_id: str, approvals: int, out: P
       crosstrace genesis police/member.json bank-a/member.json telco-b/member.json \\
           utility-c/member.json --chain-id sh-fraud-1 --approvals 3
     """
-    from node.genesis import GenesisError, assemble_genesis, load_descriptor, save_genesis
+    from node.setup.genesis import GenesisError, assemble_genesis, load_descriptor, save_genesis
 
     members = []
     for path in descriptors:
@@ -355,7 +355,7 @@ def testnet(directory: Path, nodes: int, chain_id: str, p2p_port: int, api_port:
     Example:
       crosstrace testnet --nodes 4 ./consortium
     """
-    from node.provision import ProvisionError, make_testnet
+    from node.setup.provision import ProvisionError, make_testnet
 
     try:
         created, homes = make_testnet(
@@ -403,14 +403,14 @@ def start(home: Path, passphrase_file: Path | None) -> None:
 
 def _register_operator_commands() -> None:
     # Defined beside the code they drive, one module per concern, to keep this file short.
-    from node.commands_bench import bench
-    from node.commands_cases import audit, case
-    from node.commands_cluster import cluster, demo
-    from node.commands_details import details
-    from node.commands_operator import peers, status, submit
-    from node.commands_proof import proof, verify_proof
-    from node.commands_psi import psi, psi_answer_set, psi_runs
-    from node.commands_tracing import graph, history, trace
+    from node.commands.bench import bench
+    from node.commands.cases import audit, case
+    from node.commands.cluster import cluster, demo
+    from node.commands.details import details
+    from node.commands.operator import peers, status, submit
+    from node.commands.proof import proof, verify_proof
+    from node.commands.psi import psi, psi_answer_set, psi_runs
+    from node.commands.tracing import graph, history, trace
 
     for command in (status, peers, submit, details, cluster, demo, bench, proof, verify_proof):
         main.add_command(command)

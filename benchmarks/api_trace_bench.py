@@ -52,13 +52,13 @@ from urllib.parse import urlsplit
 import trace_bench as tb
 
 from consensus.crypto import hash_bytes
-from node import processes
-from node.config import load_config
-from node.genesis import Genesis, GenesisConsensus, assemble_genesis, save_genesis
-from node.ports import free_port_block
-from node.provision import CONFIG_FILE, GENESIS_FILE, init_member
-from node.pseudonym import PseudonymKey
-from node.store import LedgerStore
+from node.identifiers.pseudonym import PseudonymKey
+from node.ledger.store import LedgerStore
+from node.ops import processes
+from node.ops.ports import free_port_block
+from node.setup.config import load_config
+from node.setup.genesis import Genesis, GenesisConsensus, assemble_genesis, save_genesis
+from node.setup.provision import CONFIG_FILE, GENESIS_FILE, init_member
 
 KEY = PseudonymKey(hash_bytes("api-trace-bench", b"consortium pseudonym key"))
 MEMBERS = tb.MEMBERS[:4]  # the opener and the approvers of trace_bench's cases

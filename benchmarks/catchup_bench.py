@@ -3,7 +3,7 @@
 Issue 4 asks that "a node that was down for 100,000 blocks catches up without operator
 action". This builds a consortium of four members on 127.0.0.1, writes ``--blocks``
 certified blocks (1 to 5 signed report transactions each) into the stores of members
-0-2 (``node.chain_fixture``: the certificates and the stable checkpoint are signed with
+0-2 (``node.testing.chain_fixture``: the certificates and the stable checkpoint are signed with
 the members' real keys, not produced by running consensus block by block), starts all
 four as real ``crosstrace start`` processes with member 3's store empty, and measures
 how long member 3 takes to hold the whole chain. Then it checks that the consortium still
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from node.chain_fixture import CatchupScenario, ScenarioError
+from node.testing.chain_fixture import CatchupScenario, ScenarioError
 
 
 def main() -> int:

@@ -34,13 +34,13 @@ from consensus.blocks import (
     commit_body,
 )
 from consensus.crypto import Signer, hash_bytes, signing_bytes
-from node.cluster import local_genesis
-from node.genesis import Genesis
-from node.proofs import ProofVerifier, build_proof, encode_proof
-from node.pseudonym import EntityRef
-from node.store import BlockIndex, LedgerStore, TxIndex
-from node.transactions import encode_tx, make_tx, tx_id
-from node.tx_kinds import Report
+from node.identifiers.pseudonym import EntityRef
+from node.ledger.kinds import Report
+from node.ledger.proofs import ProofVerifier, build_proof, encode_proof
+from node.ledger.store import BlockIndex, LedgerStore, TxIndex
+from node.ledger.transactions import encode_tx, make_tx, tx_id
+from node.setup.genesis import Genesis
+from node.testing.cluster import local_genesis
 
 BASE_MS = 1_767_225_600_000
 WRITE_GROUP = 500

@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import processes
-from node.client import api_url_of_home
-from node.normalize import normalize
-from node.ports import free_port_block
-from node.provision import make_testnet
-from node.psi_client import PsiClient
-from node.psi_setup import enable_answering, open_case
+from node.client.http import api_url_of_home
+from node.client.psi import PsiClient
+from node.identifiers.normalize import normalize
+from node.ops import processes
+from node.ops.ports import free_port_block
+from node.ops.psi_setup import enable_answering, open_case
+from node.setup.provision import make_testnet
 
 GOAL_S = 30.0
 OPENMINED = "openmined.psi"  # the PyPI distribution; it installs private_set_intersection

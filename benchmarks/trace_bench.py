@@ -31,17 +31,17 @@ from pathlib import Path
 from consensus.blocks import Batch, Block, Certificate
 from consensus.codec import encode_value
 from consensus.crypto import SIGNATURE_SIZE, Signer, hash_bytes
-from node.application import entity_key
-from node.cases import CaseRegistry
-from node.genesis import Genesis, Member, assemble_genesis
-from node.normalize import EntityType
-from node.pseudonym import EntityRef
-from node.store import BlockIndex, CaseRole, LedgerStore, Link, TxIndex
-from node.store_layout import case_key
-from node.tracing import Grant, Tracer
-from node.transactions import Transaction, encode_tx, tx_id
-from node.tx_kinds import RELATIONS, Approve, Body, Case, Report
-from node.tx_kinds import Link as LinkBody
+from node.identifiers.normalize import EntityType
+from node.identifiers.pseudonym import EntityRef
+from node.ledger.application import entity_key
+from node.ledger.cases import CaseRegistry
+from node.ledger.kinds import RELATIONS, Approve, Body, Case, Report
+from node.ledger.kinds import Link as LinkBody
+from node.ledger.layout import case_key
+from node.ledger.store import BlockIndex, CaseRole, LedgerStore, Link, TxIndex
+from node.ledger.transactions import Transaction, encode_tx, tx_id
+from node.setup.genesis import Genesis, Member, assemble_genesis
+from node.tracing.queries import Grant, Tracer
 
 CHAIN_ID = "trace-bench"
 NOW = 1_750_000_000_000

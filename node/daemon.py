@@ -21,19 +21,19 @@ import trio
 
 from consensus.codec import MAX_MESSAGE_BYTES
 from net.tcp import TcpTransport
-from node.api import build_app, serve_api
-from node.cluster import build_runtime
-from node.config import ConfigError, NodeConfig, load_config
-from node.genesis import Genesis, GenesisError, load_genesis, split_host_port
-from node.keys import KeyFileError, NodeKey, load_key
-from node.mempool import Mempool
-from node.private_service import DAY_MS, PrivateDetailsService
-from node.private_store import PrivateStore
-from node.pseudonym import PseudonymKeyError
-from node.psi_service import PsiService
-from node.runtime import NodeRuntime
-from node.store import LedgerStore, StoreError
-from node.tracing_service import TracingService
+from node.api.app import build_app, serve_api
+from node.details.service import DAY_MS, PrivateDetailsService
+from node.details.store import PrivateStore
+from node.host.assemble import build_runtime
+from node.host.mempool import Mempool
+from node.host.runtime import NodeRuntime
+from node.identifiers.pseudonym import PseudonymKeyError
+from node.ledger.store import LedgerStore, StoreError
+from node.psi.service import PsiService
+from node.setup.config import ConfigError, NodeConfig, load_config
+from node.setup.genesis import Genesis, GenesisError, load_genesis, split_host_port
+from node.setup.keys import KeyFileError, NodeKey, load_key
+from node.tracing.service import TracingService
 
 log = logging.getLogger("crosstrace.daemon")
 

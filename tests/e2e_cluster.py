@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 from hostile_peer import HANDSHAKE_TIMEOUT_S, Member3
 
-from node.authoring import Author
-from node.client import ApiClient, ApiClientError
-from node.genesis import Genesis
-from node.processes import process_alive
+from node.client.http import ApiClient, ApiClientError
+from node.ledger.authoring import Author
+from node.ops.processes import process_alive
+from node.setup.genesis import Genesis
 
 HONEST = (0, 1, 2)
 BYZANTINE = 3

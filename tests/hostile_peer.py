@@ -32,7 +32,7 @@ from net.noise import NoiseError
 from net.secure_session import SecureSession, x25519_public_from_ed25519
 from net.tcp_session import prologue
 from net.wire import Frame, decode_frame, encode_frame
-from node.genesis import Genesis
+from node.setup.genesis import Genesis
 
 LOCAL = "127.0.0.1"
 # Short enough that waiting for it is cheap, long enough that an honest handshake on a

@@ -16,12 +16,13 @@ from consensus.blocks import (
     commit_body,
 )
 from consensus.crypto import Signer, hash_bytes, signing_bytes
-from node.cluster import local_genesis, open_store
-from node.genesis import Genesis
-from node.pseudonym import EntityRef
-from node.store import BlockIndex, TxIndex
-from node.transactions import encode_tx, make_tx, tx_id
-from node.tx_kinds import Report
+from node.host.assemble import open_store
+from node.identifiers.pseudonym import EntityRef
+from node.ledger.kinds import Report
+from node.ledger.store import BlockIndex, TxIndex
+from node.ledger.transactions import encode_tx, make_tx, tx_id
+from node.setup.genesis import Genesis
+from node.testing.cluster import local_genesis
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

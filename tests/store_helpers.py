@@ -25,7 +25,7 @@ from consensus.blocks import (
 )
 from consensus.crypto import Signer, hash_bytes, signing_bytes
 from consensus.membership import Membership
-from node.store import BlockIndex, LedgerStore, Link, TxIndex, tx_id
+from node.ledger.store import BlockIndex, LedgerStore, Link, TxIndex, tx_id
 
 CHAIN_ID = "crosstrace-test"
 GENESIS_HASH = hash_bytes("genesis", b"store tests")

@@ -20,12 +20,12 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from test_runtime import make_cluster, report_tx
 
-from node.api import build_app, serve_api
-from node.api_input import MAX_BATCH, MAX_BODY_BYTES
-from node.cluster import InProcessCluster
-from node.latency import LatencyHistogram
-from node.store import StoreCorruptError
-from node.transactions import MAX_TX_BYTES, decode_tx, encode_tx
+from node.api.app import build_app, serve_api
+from node.api.input import MAX_BATCH, MAX_BODY_BYTES
+from node.host.latency import LatencyHistogram
+from node.ledger.store import StoreCorruptError
+from node.ledger.transactions import MAX_TX_BYTES, decode_tx, encode_tx
+from node.testing.cluster import InProcessCluster
 
 OCTETS = {"content-type": "application/octet-stream"}
 ZERO_ID = "00" * 32

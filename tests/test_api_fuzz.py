@@ -29,10 +29,10 @@ from schemathesis.checks import (
 )
 from tracing_api_helpers import ACCOUNT, DAY, PHONE, now_ms, tracing_cluster
 
-from node.api import build_app, serve_api
-from node.api_openapi import openapi_document
-from node.api_openapi_tracing import EXAMPLE_CASE_ID, EXAMPLE_ENTITY
-from node.psi_service import PsiService
+from node.api.app import build_app, serve_api
+from node.api.openapi import openapi_document
+from node.api.openapi_tracing import EXAMPLE_CASE_ID, EXAMPLE_ENTITY
+from node.psi.service import PsiService
 
 # Bounded so the whole module stays well under a minute on two busy cores.
 MAX_EXAMPLES = 40

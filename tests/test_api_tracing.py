@@ -23,12 +23,12 @@ from tracing_api_helpers import (
     tracing_cluster,
 )
 
-from node.api import build_app
-from node.cases import format_time_ms
-from node.tracing import TimeWindow, short_pseudonym
-from node.tracing_service import TracingService
-from node.tracing_text import audit_lines
-from node.tx_kinds import PsiRun
+from node.api.app import build_app
+from node.client.text import audit_lines
+from node.ledger.cases import format_time_ms
+from node.ledger.kinds import PsiRun
+from node.tracing.queries import TimeWindow, short_pseudonym
+from node.tracing.service import TracingService
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from tracing_helpers import DAY, T0, LedgerBuilder, ent, make_genesis
 
 from consensus.crypto import hash_bytes
-from node.cases import CaseRegistry, CaseState, format_time_ms
-from node.store import BlockIndex, CaseRole, TxIndex
-from node.transactions import tx_id
-from node.verify_ledger import verify_ledger
+from node.ledger.cases import CaseRegistry, CaseState, format_time_ms
+from node.ledger.store import BlockIndex, CaseRole, TxIndex
+from node.ledger.transactions import tx_id
+from node.ledger.verify import verify_ledger
 
 PHONE, ACCOUNT = ent(1), ent(2, "account")
 

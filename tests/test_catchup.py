@@ -12,9 +12,9 @@ from replica_harness import PARAMS, Harness
 from consensus.blocks import check_block_certificate
 from consensus.events import MessageArrived, Timer
 from consensus.messages import BlockResponse, CertifiedBatch
-from node.chain_fixture import CatchupScenario, build_chain, data_dir_of
-from node.provision import make_testnet
-from node.store import LedgerStore
+from node.ledger.store import LedgerStore
+from node.setup.provision import make_testnet
+from node.testing.chain_fixture import CatchupScenario, build_chain, data_dir_of
 
 BLOCKS = 2500
 

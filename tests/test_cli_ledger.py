@@ -14,8 +14,8 @@ from test_runtime import make_cluster, report_tx, submit_all
 from cli import main
 from consensus.blocks import Block
 from consensus.codec import encode_value
-from node.genesis import save_genesis
-from node.store_layout import DB_BLOCKS, height_key
+from node.ledger.layout import DB_BLOCKS, height_key
+from node.setup.genesis import save_genesis
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_a_sound_ledger_verifies(ledger: tuple[Path, Path]) -> None:
 
 def test_a_tampered_block_is_reported_with_its_height(ledger: tuple[Path, Path]) -> None:
     data, genesis = ledger
-    from node.store import LedgerStore
+    from node.ledger.store import LedgerStore
 
     with LedgerStore.open_existing(data) as store:
         block = store.block(1)
@@ -65,7 +65,7 @@ def test_a_tampered_block_is_reported_with_its_height(ledger: tuple[Path, Path])
 
 
 def test_another_chains_genesis_is_refused(ledger: tuple[Path, Path], tmp_path: Path) -> None:
-    from node.cluster import local_genesis
+    from node.testing.cluster import local_genesis
 
     data, _ = ledger
     other, _ = local_genesis(4, chain_id="elsewhere")

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import main
-from node import processes
-from node.ports import free_port_block
+from node.ops import processes
+from node.ops.ports import free_port_block
 
 
 def run(*args: str) -> Result:

@@ -17,11 +17,12 @@ from test_api import OCTETS, api_on_cluster, assert_error
 from test_runtime import report_tx
 
 from cli import main
-from node.api import serve_api
-from node.cluster import local_genesis, open_store
-from node.genesis import save_genesis
-from node.proofs import build_proof, encode_proof, proof_file_name, verify_proof_file
-from node.transactions import tx_id
+from node.api.app import serve_api
+from node.host.assemble import open_store
+from node.ledger.proofs import build_proof, encode_proof, proof_file_name, verify_proof_file
+from node.ledger.transactions import tx_id
+from node.setup.genesis import save_genesis
+from node.testing.cluster import local_genesis
 
 GENESIS, SIGNERS = proof_genesis()
 

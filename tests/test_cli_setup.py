@@ -8,9 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from cli import main
-from node.config import load_config
-from node.genesis import load_descriptor, load_genesis
-from node.keys import load_key
+from node.setup.config import load_config
+from node.setup.genesis import load_descriptor, load_genesis
+from node.setup.keys import load_key
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -18,9 +18,9 @@ from click.testing import CliRunner, Result
 from e2e_cluster import eventually
 
 from cli import main
-from node import processes
-from node.client import ApiClient, ApiClientError, api_url_of_home
-from node.ports import free_port_block
+from node.client.http import ApiClient, ApiClientError, api_url_of_home
+from node.ops import processes
+from node.ops.ports import free_port_block
 
 PHONE = "phone:+86 138 0013 8000"
 ACCOUNT = "account:6222020200112233445"

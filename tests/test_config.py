@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.config import (
+from node.setup.config import (
     LOG_FORMATS,
     LOG_LEVELS,
     MIB,
@@ -165,7 +165,7 @@ def test_peer_addresses_checked_against_the_genesis(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from node.daemon import StartupError, dial_addresses, load_node_files
-    from node.provision import make_testnet
+    from node.setup.provision import make_testnet
 
     _, homes = make_testnet(tmp_path / "net", 4, p2p_base_port=7100, api_base_port=8100)
     path = homes[1].path / "config.toml"
@@ -207,7 +207,7 @@ def test_unknown_peer_at_start_up_is_one_clear_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from node.provision import make_testnet
+    from node.setup.provision import make_testnet
 
     _, homes = make_testnet(tmp_path / "net", 4, p2p_base_port=7100, api_base_port=8100)
     path = homes[2].path / "config.toml"

@@ -31,11 +31,11 @@ def make_testnet(tmp_path: Path) -> tuple[Path, int]:
 
 
 def signed_reports(home: Path, count: int) -> list[str]:
-    from node.genesis import load_genesis
-    from node.keys import load_key
-    from node.pseudonym import entity_ref
-    from node.transactions import encode_tx, make_tx
-    from node.tx_kinds import Report
+    from node.identifiers.pseudonym import entity_ref
+    from node.ledger.kinds import Report
+    from node.ledger.transactions import encode_tx, make_tx
+    from node.setup.genesis import load_genesis
+    from node.setup.keys import load_key
 
     genesis = load_genesis(home / "genesis.json")
     signer = load_key(home / "node_key.json", None).signer()

@@ -27,11 +27,11 @@ import pytest
 import trio
 from fault_proxy import FaultProxy
 
-from node.authoring import Author, load_author
-from node.config import load_config, render_config
-from node.ports import free_port_block
-from node.provision import make_testnet
-from node.verify_ledger import verify_ledger
+from node.ledger.authoring import Author, load_author
+from node.ledger.verify import verify_ledger
+from node.ops.ports import free_port_block
+from node.setup.config import load_config, render_config
+from node.setup.provision import make_testnet
 
 N = 4
 EXE = str(Path(sys.executable).parent / "crosstrace")

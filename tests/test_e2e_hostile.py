@@ -69,12 +69,12 @@ from hostile_peer import (
 
 from consensus.codec import MAX_MESSAGE_BYTES
 from net.wire import Frame, TxGossip
-from node.authoring import load_author
-from node.client import ApiClient
-from node.keys import load_key
-from node.ports import free_port_block
-from node.processes import NodeProcess, spawn
-from node.provision import make_testnet
+from node.client.http import ApiClient
+from node.ledger.authoring import load_author
+from node.ops.ports import free_port_block
+from node.ops.processes import NodeProcess, spawn
+from node.setup.keys import load_key
+from node.setup.provision import make_testnet
 
 VOTE_FLOOD_FRAMES = 6000  # per honest node
 VOTE_FLOOD_S = 4.0

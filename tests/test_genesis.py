@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from consensus.codec import decode_value, encode_value
 from consensus.crypto import Signer, hash_bytes
-from node.genesis import (
+from node.setup.genesis import (
     INSTITUTIONS,
     ROLES,
     Genesis,

@@ -10,7 +10,7 @@ import nacl.pwhash.argon2id as argon2id
 import pytest
 
 from consensus.crypto import verify_signature
-from node.keys import (
+from node.setup.keys import (
     KeyFileError,
     NodeKey,
     atomic_write,
@@ -138,7 +138,7 @@ def test_passphrase_is_unicode_normalised(tmp_path: Path, key: NodeKey) -> None:
 
 
 def test_default_limits_are_at_least_moderate(tmp_path: Path) -> None:
-    from node import keys
+    from node.setup import keys
 
     assert keys.DEFAULT_OPSLIMIT >= argon2id.OPSLIMIT_MODERATE
     assert keys.DEFAULT_MEMLIMIT >= argon2id.MEMLIMIT_MODERATE

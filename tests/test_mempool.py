@@ -1,4 +1,4 @@
-"""Tests for node.mempool: one unit test per rule, then a stateful model check."""
+"""Tests for node.host.mempool: one unit test per rule, then a stateful model check."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from node.mempool import (
+from node.host.mempool import (
     ACCEPTED,
     TX_ID_SIZE,
     AddResult,

@@ -34,10 +34,9 @@ from net.secure_session import (
     x25519_public_from_ed25519,
 )
 
-# CI places shared/ beside the repository clone.
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "noise-vectors.json"
-)
+# The public cacophony vectors, copied into the repository (source and licence in
+# tests/data/README.md).
+VECTORS_PATH = Path(__file__).resolve().parent / "data" / "noise-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text())["vectors"]
 
 SEED_A = bytes(range(32))

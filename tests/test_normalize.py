@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from node.normalize import (
+from node.identifiers.normalize import (
     IBAN_LENGTHS,
     EntityType,
     NormalizationError,

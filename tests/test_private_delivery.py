@@ -19,13 +19,13 @@ from test_runtime import FAST, ledger_bytes
 
 from net.transport import Transport
 from net.wire import DetailsAck, Frame, PrivateDetails
-from node.api import build_app
-from node.cluster import InProcessCluster, local_genesis
-from node.private_details import Details, commitment, encode_details, new_salt
-from node.private_service import DAY_MS, NotHeld
-from node.pseudonym import entity_ref
-from node.transactions import encode_tx, make_tx, tx_id
-from node.tx_kinds import Report
+from node.api.app import build_app
+from node.details.records import Details, commitment, encode_details, new_salt
+from node.details.service import DAY_MS, NotHeld
+from node.identifiers.pseudonym import entity_ref
+from node.ledger.kinds import Report
+from node.ledger.transactions import encode_tx, make_tx, tx_id
+from node.testing.cluster import InProcessCluster, local_genesis
 
 # Timings short enough for tests; retention checks only when a test asks.
 QUICK = {"tick_s": 0.05, "retry_base_s": 0.05, "retry_cap_s": 0.2, "retention_check_s": 3600}
@@ -265,7 +265,7 @@ async def test_details_that_arrive_before_the_commit_wait_and_are_checked_when_i
 
 @pytest.mark.timeout(60)
 async def test_the_pending_area_is_bounded_and_expires(tmp_path: Path) -> None:
-    from node import private_service
+    from node.details import service as private_service
 
     with trio.fail_after(45):
         async with running(tmp_path, pending_ttl_s=0.3) as (cluster, _sent, _):

@@ -19,8 +19,7 @@ from net.wire import (
     decode_frame,
     encode_frame,
 )
-from node.cluster import local_genesis
-from node.private_details import (
+from node.details.records import (
     MAX_FIELDS,
     MAX_VALUE_CHARS,
     Details,
@@ -34,11 +33,12 @@ from node.private_details import (
     new_salt,
     resolve_recipients,
 )
-from node.private_store import PrivateRecord, PrivateStore
-from node.pseudonym import entity_ref
-from node.store_env import StoreError
-from node.transactions import encode_tx, make_tx
-from node.tx_kinds import Case, Link, Report
+from node.details.store import PrivateRecord, PrivateStore
+from node.identifiers.pseudonym import entity_ref
+from node.ledger.env import StoreError
+from node.ledger.kinds import Case, Link, Report
+from node.ledger.transactions import encode_tx, make_tx
+from node.testing.cluster import local_genesis
 
 PROPERTY = settings(max_examples=200, deadline=None)
 keys = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)

@@ -1,4 +1,4 @@
-"""Inclusion proofs (``node.proofs``): built from a real certified ledger, checked with
+"""Inclusion proofs (``node.ledger.proofs``): built from a real certified ledger, checked with
 the genesis alone; every byte of a proof file matters."""
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from consensus.blocks import (
 )
 from consensus.codec import encode_value
 from consensus.merkle import inclusion_path, verify_inclusion
-from node.cluster import local_genesis, open_store
-from node.genesis import load_genesis, save_genesis
-from node.proofs import (
+from node.host.assemble import open_store
+from node.ledger.proofs import (
     CHECKSUM_SIZE,
     HEADER_SIZE,
     MAGIC,
@@ -37,7 +36,9 @@ from node.proofs import (
     proof_file_name,
     summary_lines,
 )
-from node.transactions import decode_tx, encode_tx, tx_id
+from node.ledger.transactions import decode_tx, encode_tx, tx_id
+from node.setup.genesis import load_genesis, save_genesis
+from node.testing.cluster import local_genesis
 
 SIZES = tuple(range(1, 10))  # block h holds h transactions: trees of 1 to 9 leaves
 GENESIS, SIGNERS = proof_genesis()

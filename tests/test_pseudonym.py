@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.codec import DecodeError, decode_value, encode_value
-from node.normalize import EntityType, NormalizationError, luhn_digit
-from node.pseudonym import (
+from node.identifiers.normalize import EntityType, NormalizationError, luhn_digit
+from node.identifiers.pseudonym import (
     EntityRef,
     PseudonymKey,
     PseudonymKeyError,

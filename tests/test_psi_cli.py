@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from node.commands_psi import Bar, progress_line, run_lines
+from node.commands.psi import Bar, progress_line, run_lines
 
 
 def a_run(**kw: Any) -> dict[str, Any]:

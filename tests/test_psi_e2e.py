@@ -13,14 +13,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import main
-from node import processes
-from node.client import ApiClient, api_url_of_home
-from node.normalize import normalize
-from node.ports import free_port_block
-from node.psi_client import PsiClient
-from node.psi_setup import enable_answering, open_case
-from node.transactions import decode_body, decode_tx
-from node.tx_kinds import PsiRun
+from node.client.http import ApiClient, api_url_of_home
+from node.client.psi import PsiClient
+from node.identifiers.normalize import normalize
+from node.ledger.kinds import PsiRun
+from node.ledger.transactions import decode_body, decode_tx
+from node.ops import processes
+from node.ops.ports import free_port_block
+from node.ops.psi_setup import enable_answering, open_case
 
 POLICE, BANK = 0, 1
 

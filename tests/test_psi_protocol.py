@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_core_ed25519_add, crypto_core_ed25519_from_uniform
 
-from node.psi_crypto import (
+from node.psi.crypto import (
     ChunkPool,
     Normalised,
     blind_chunk,
@@ -28,8 +28,8 @@ from node.psi_crypto import (
     reblind_chunk,
     tag,
 )
-from node.psi_inputs import PsiInputError, assemble, chunked, decode_text, split_lines
-from node.psi_protocol import (
+from node.psi.inputs import PsiInputError, assemble, chunked, decode_text, split_lines
+from node.psi.protocol import (
     MAX_CHUNK,
     Abort,
     Accept,
@@ -150,7 +150,7 @@ def test_the_pool_recovers_from_a_worker_that_died() -> None:
 
 
 def hash_chunk_pid(prefix: bytes, values: list[str]) -> tuple[list[bytes], int]:
-    from node.psi_crypto import hash_chunk
+    from node.psi.crypto import hash_chunk
 
     return hash_chunk(prefix, values), os.getpid()
 

@@ -12,13 +12,11 @@ from hypothesis import strategies as st
 
 from consensus.crypto import Signer
 from net.wire import PSI_RUN_ID_SIZE as WIRE_RUN_ID_SIZE
-from node.application import _case_postings
-from node.normalize import EntityType
-from node.psi_crypto import RUN_ID_SIZE
-from node.psi_protocol import FAILURES
-from node.store_layout import CaseRole, case_key
-from node.tracing_render import body_json
-from node.transactions import (
+from node.identifiers.normalize import EntityType
+from node.ledger.application import _case_postings
+from node.ledger.kinds import KIND_ROLES, PSI_OUTCOMES, PSI_RUN_ID_SIZE, PsiRun
+from node.ledger.layout import CaseRole, case_key
+from node.ledger.transactions import (
     MemberInfo,
     RejectCode,
     TxContext,
@@ -29,7 +27,9 @@ from node.transactions import (
     make_tx,
     validate_tx,
 )
-from node.tx_kinds import KIND_ROLES, PSI_OUTCOMES, PSI_RUN_ID_SIZE, PsiRun
+from node.psi.crypto import RUN_ID_SIZE
+from node.psi.protocol import FAILURES
+from node.tracing.render import body_json
 
 CHAIN = "crosstrace-test"
 NOW = 1_750_000_000_000

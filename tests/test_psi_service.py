@@ -15,13 +15,14 @@ import pytest
 import trio
 
 from net.wire import PsiFrame
-from node.cluster import InProcessCluster, local_genesis
-from node.genesis import GenesisConsensus
-from node.normalize import normalize
-from node.pseudonym import entity_ref
-from node.psi_crypto import hash_blind_chunk, random_scalar
-from node.psi_inputs import PsiInputError
-from node.psi_protocol import (
+from node.identifiers.normalize import normalize
+from node.identifiers.pseudonym import entity_ref
+from node.ledger.kinds import Approve, Body, Case, PsiRun
+from node.ledger.layout import CaseRole, case_key
+from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
+from node.psi.crypto import hash_blind_chunk, random_scalar
+from node.psi.inputs import PsiInputError
+from node.psi.protocol import (
     Abort,
     Accept,
     Hello,
@@ -31,11 +32,10 @@ from node.psi_protocol import (
     decode_message,
     encode_message,
 )
-from node.psi_run import Run, RunState
-from node.psi_service import PsiError, PsiService
-from node.store_layout import CaseRole, case_key
-from node.transactions import decode_body, decode_tx, encode_tx, make_tx
-from node.tx_kinds import Approve, Body, Case, PsiRun
+from node.psi.run import Run, RunState
+from node.psi.service import PsiError, PsiService
+from node.setup.genesis import GenesisConsensus
+from node.testing.cluster import InProcessCluster, local_genesis
 
 pytestmark = pytest.mark.timeout(120)
 

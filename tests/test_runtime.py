@@ -10,12 +10,12 @@ import trio
 from consensus.codec import encode_value
 from consensus.messages import Commit, Prepare, Proposal
 from net.wire import Frame
-from node.cluster import InProcessCluster, local_genesis
-from node.genesis import GenesisConsensus
-from node.pseudonym import entity_ref
-from node.transactions import encode_tx, make_tx
-from node.tx_kinds import Report
-from node.verify_ledger import verify_ledger
+from node.identifiers.pseudonym import entity_ref
+from node.ledger.kinds import Report
+from node.ledger.transactions import encode_tx, make_tx
+from node.ledger.verify import verify_ledger
+from node.setup.genesis import GenesisConsensus
+from node.testing.cluster import InProcessCluster, local_genesis
 
 PSEUDONYM_KEY = bytes(range(32))
 FAST = GenesisConsensus(
@@ -249,8 +249,8 @@ async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is
 
     from consensus.codec import encode_value
     from consensus.crypto import Signer
-    from node.transactions import sign_tx
-    from node.tx_kinds import Attribute
+    from node.ledger.kinds import Attribute
+    from node.ledger.transactions import sign_tx
 
     cluster = make_cluster(tmp_path)
     now = int(time.time() * 1000)

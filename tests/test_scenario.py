@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from node.authoring import Author, load_author
-from node.provision import make_testnet
-from node.scenario import STORY, fraud_ring
-from node.transactions import TxContext, member_table, validate_tx
+from node.ledger.authoring import Author, load_author
+from node.ledger.transactions import TxContext, member_table, validate_tx
+from node.ops.scenario import STORY, fraud_ring
+from node.setup.provision import make_testnet
 
 
 def authors(tmp_path: Path, nodes: int) -> dict[str, Author]:

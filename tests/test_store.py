@@ -24,7 +24,9 @@ from store_helpers import (
 
 from consensus.blocks import GENESIS_PARENT, Block, Certificate
 from consensus.codec import encode_value
-from node.store import (
+from node.ledger.env import DbSpec
+from node.ledger.layout import CASE_POSTING, LOC, TIP, encode_block, height_key, tx_slice
+from node.ledger.store import (
     BlockIndex,
     BlockRejectedError,
     CasePosting,
@@ -38,9 +40,7 @@ from node.store import (
     TxIndex,
     tx_id,
 )
-from node.store_env import DbSpec
-from node.store_layout import CASE_POSTING, LOC, TIP, encode_block, height_key, tx_slice
-from node.verify_ledger import VerifyProgress, verify_ledger
+from node.ledger.verify import VerifyProgress, verify_ledger
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from store_helpers import CHAIN_ID, GENESIS_HASH, MEMBERSHIP, fill, open_store, run_python
 
-from node.store import LedgerStore
-from node.verify_ledger import verify_ledger
+from node.ledger.store import LedgerStore
+from node.ledger.verify import verify_ledger
 
 CHILD = Path(__file__).with_name("store_helpers.py")
 KILLS = 20
@@ -69,7 +69,7 @@ def test_full_disk_is_a_store_error_and_leaves_a_consistent_store(tmp_path: Path
     code = """
 import resource, signal
 from store_helpers import CHAIN_ID, GENESIS_HASH, chain
-from node.store import LedgerStore, StoreError
+from node.ledger.store import LedgerStore, StoreError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 s = LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH)
 resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
@@ -97,7 +97,7 @@ def test_truncated_data_file_is_a_clear_error(tmp_path: Path) -> None:
     # In a child: were LMDB to touch a page past the end of the file, that is a SIGBUS.
     code = """
 from store_helpers import CHAIN_ID, GENESIS_HASH
-from node.store import LedgerStore, StoreCorruptError
+from node.ledger.store import LedgerStore, StoreCorruptError
 try:
     LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH)
 except StoreCorruptError as exc:
@@ -113,7 +113,7 @@ def test_growth_by_another_process_is_adopted(tmp_path: Path) -> None:
         fill(s, 1)
         code = """
 from store_helpers import CHAIN_ID, GENESIS_HASH, chain
-from node.store import LedgerStore
+from node.ledger.store import LedgerStore
 s = LedgerStore.open(sys.argv[1], chain_id=CHAIN_ID, genesis_hash=GENESIS_HASH, map_size=65536)
 s.append_blocks(chain(3, 200, start=s.tip(), tx_size=2000))
 print(s.stats().map_size)

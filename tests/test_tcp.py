@@ -22,7 +22,7 @@ from net.secure_session import SecureSession
 from net.tcp import TcpTransport, backoff_delay
 from net.tcp_session import FrameReader, prologue
 from net.wire import Frame, TxGossip, decode_frame, encode_frame
-from node.cluster import local_genesis
+from node.testing.cluster import local_genesis
 
 CHAIN = "tcp-test"
 N = 4

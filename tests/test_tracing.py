@@ -14,9 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tracing_helpers import DAY, T0, LedgerBuilder, ent
 
-from node.cases import CaseRegistry, format_time_ms
-from node.pseudonym import EntityRef
-from node.tracing import (
+from node.identifiers.pseudonym import EntityRef
+from node.ledger.cases import CaseRegistry, format_time_ms
+from node.ledger.kinds import Report
+from node.ledger.transactions import tx_id
+from node.tracing.queries import (
     Grant,
     GraphResult,
     Reference,
@@ -26,7 +28,7 @@ from node.tracing import (
     Tracer,
     short_pseudonym,
 )
-from node.tracing_render import (
+from node.tracing.render import (
     dot_string,
     graph_dot,
     graph_json,
@@ -35,8 +37,6 @@ from node.tracing_render import (
     status_json,
     trace_json,
 )
-from node.transactions import tx_id
-from node.tx_kinds import Report
 
 PHONE, ACCOUNT, DEVICE = ent(1), ent(2, "account"), ent(3, "device")
 EMAIL, WALLET = ent(4, "email"), ent(5, "wallet")

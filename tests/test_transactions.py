@@ -12,9 +12,25 @@ from hypothesis import strategies as st
 
 from consensus.codec import DecodeError, encode_value, pack, to_wire
 from consensus.crypto import Signer, hash_bytes, signing_bytes, verify_signature
-from node.normalize import EntityType
-from node.pseudonym import EntityRef, entity_ref
-from node.transactions import (
+from node.identifiers.normalize import EntityType
+from node.identifiers.pseudonym import EntityRef, entity_ref
+from node.ledger.kinds import (
+    CATEGORIES,
+    QUERY_KINDS,
+    RELATIONS,
+    SUBJECT_QUERIES,
+    Access,
+    Approve,
+    Attribute,
+    Body,
+    Case,
+    Close,
+    Link,
+    Report,
+    find_raw_identifier,
+    scan_for_raw_identifier,
+)
+from node.ledger.transactions import (
     MAX_TX_BYTES,
     MemberInfo,
     RejectCode,
@@ -30,22 +46,6 @@ from node.transactions import (
     sign_tx,
     tx_id,
     validate_tx,
-)
-from node.tx_kinds import (
-    CATEGORIES,
-    QUERY_KINDS,
-    RELATIONS,
-    SUBJECT_QUERIES,
-    Access,
-    Approve,
-    Attribute,
-    Body,
-    Case,
-    Close,
-    Link,
-    Report,
-    find_raw_identifier,
-    scan_for_raw_identifier,
 )
 
 CHAIN = "crosstrace-test"

@@ -3,7 +3,7 @@ the case, query and audit tests of the local API (``test_api_tracing.py``,
 ``test_api_fuzz.py``).
 
 Member 0 (police-0) is the investigator; every member approves and audits; a case
-needs k = 3 approvals (``node.cluster.local_genesis``).
+needs k = 3 approvals (``node.testing.cluster.local_genesis``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import trio
 from test_runtime import PSEUDONYM_KEY, make_cluster
 
 from consensus.blocks import Block
-from node.api import build_app
-from node.cluster import InProcessCluster
-from node.pseudonym import EntityRef, PseudonymKey
-from node.store_layout import BlockIndex
-from node.tracing_service import TracingService
-from node.transactions import encode_tx, make_tx
-from node.tx_kinds import Body, Link, Report
+from node.api.app import build_app
+from node.identifiers.pseudonym import EntityRef, PseudonymKey
+from node.ledger.kinds import Body, Link, Report
+from node.ledger.layout import BlockIndex
+from node.ledger.transactions import encode_tx, make_tx
+from node.testing.cluster import InProcessCluster
+from node.tracing.service import TracingService
 
 KEY = PseudonymKey(PSEUDONYM_KEY)
 DAY = 86_400_000

@@ -12,12 +12,12 @@ from typing import Any
 
 from consensus.blocks import Batch, Block, Certificate, CommitSignature, commit_body
 from consensus.crypto import Signer, hash_bytes, signing_bytes
-from node.application import Application
-from node.genesis import Genesis, Member, assemble_genesis
-from node.pseudonym import EntityRef
-from node.store import BlockIndex, LedgerStore
-from node.transactions import encode_tx, make_tx, tx_id
-from node.tx_kinds import Access, Approve, Body, Case, Close, Link, Report
+from node.identifiers.pseudonym import EntityRef
+from node.ledger.application import Application
+from node.ledger.kinds import Access, Approve, Body, Case, Close, Link, Report
+from node.ledger.store import BlockIndex, LedgerStore
+from node.ledger.transactions import encode_tx, make_tx, tx_id
+from node.setup.genesis import Genesis, Member, assemble_genesis
 
 CHAIN_ID = "crosstrace-test"
 T0 = 1_750_000_000_000

@@ -1,0 +1,197 @@
+"""A client of one node's local query API, for the operator commands and the benchmark.
+
+Every way a call can fail (the node is not running, it answered with an error object,
+it answered with something that is not JSON) becomes one ``ApiClientError`` whose
+message is a single line an operator can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from node.setup.config import ConfigError, load_config
+from node.setup.genesis import split_host_port
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class ApiClientError(Exception):
+    """A call to the local API failed; the message says which node and why."""
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def api_url_of_home(home: Path) -> str:
+    """The API base URL a member's ``config.toml`` gives (a wildcard host means local)."""
+    try:
+        config = load_config(home / "config.toml")
+    except (ConfigError, OSError) as exc:
+        raise ApiClientError(str(exc)) from None
+    host, port = split_host_port(config.api.listen, allow_port_zero=True)
+    if port == 0:
+        raise ApiClientError(
+            f"{home / 'config.toml'}: api.listen has port 0, so the API port is only known "
+            "to the running node; give --url instead"
+        )
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class ApiClient:
+    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        # The API server closes a connection idle for 5 s; reusing one that old races
+        # with that close, so idle connections are dropped sooner here.
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout_s,
+            limits=httpx.Limits(keepalive_expiry=1.0),
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def status(self) -> dict[str, Any]:
+        answer = self._call("GET", "/status")
+        assert isinstance(answer, dict)
+        return answer
+
+    def metrics(self) -> str:
+        response = self._request("GET", "/metrics")
+        return response.text
+
+    def submit(
+        self, txs: Sequence[bytes], *, wait: bool = False, timeout_s: float = 5.0
+    ) -> tuple[int, dict[str, Any]]:
+        """Submit signed transactions; the status (200 committed, 202 accepted or still
+        pending, 422 all refused) and the answer with one result per transaction."""
+        params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
+        response = self._request(
+            "POST",
+            "/txs",
+            json={"txs": [tx.hex() for tx in txs]},
+            params=params,
+            ok=(200, 202, 422),
+            extra_timeout_s=timeout_s if wait else 0.0,
+        )
+        body = self._json(response)
+        assert isinstance(body, dict)
+        return response.status_code, body
+
+    def tx(self, tx_id: str) -> dict[str, Any]:
+        answer = self._call("GET", f"/txs/{tx_id}")
+        assert isinstance(answer, dict)
+        return answer
+
+    def block(self, height: int | str) -> dict[str, Any]:
+        answer = self._call("GET", f"/blocks/{height}")
+        assert isinstance(answer, dict)
+        return answer
+
+    def proof(self, tx_id: str) -> bytes:
+        """The inclusion proof file of a committed transaction."""
+        return self._request("GET", f"/txs/{tx_id}/proof").content
+
+    def submit_details(
+        self,
+        tx: bytes,
+        salt: bytes,
+        details: dict[str, str],
+        share_with: Sequence[str] | None,
+        *,
+        wait: bool = False,
+        timeout_s: float = 5.0,
+    ) -> tuple[int, dict[str, Any]]:
+        """A signed report or link with the private details it commits to
+        (``POST /details``); the answer has the shape of ``submit``'s."""
+        params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
+        body: dict[str, Any] = {"tx": tx.hex(), "salt": salt.hex(), "details": details}
+        if share_with is not None:
+            body["share_with"] = list(share_with)
+        response = self._request(
+            "POST",
+            "/details",
+            json=body,
+            params=params,
+            ok=(200, 202, 422),
+            extra_timeout_s=timeout_s if wait else 0.0,
+        )
+        answer = self._json(response)
+        assert isinstance(answer, dict)
+        return response.status_code, answer
+
+    def details(self, tx_id: str) -> dict[str, Any]:
+        """The private details this node holds for a transaction (``GET /details/{id}``)."""
+        answer = self._call("GET", f"/details/{tx_id}")
+        assert isinstance(answer, dict)
+        return answer
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, method: str, path: str) -> Any:
+        return self._json(self._request(method, path))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: Sequence[int] = (200,),
+        extra_timeout_s: float = 0.0,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        timeout = self._http.timeout.read
+        if extra_timeout_s and timeout is not None:
+            kwargs["timeout"] = timeout + extra_timeout_s
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ApiClientError(
+                f"no node answers at {self.base_url}: is it running? "
+                "(crosstrace cluster status DIR, or its log)"
+            ) from None
+        except httpx.TimeoutException:
+            raise ApiClientError(f"{self.base_url}{path}: no answer in time") from None
+        except httpx.HTTPError as exc:
+            raise ApiClientError(f"{self.base_url}{path}: {exc}") from None
+        if response.status_code not in ok:
+            body = self._maybe_json(response)
+            if isinstance(body, dict) and "message" in body:
+                detail = f"{body.get('error')}: {body['message']}"
+            else:
+                detail = response.text.strip().splitlines()[0] if response.text.strip() else ""
+            raise ApiClientError(
+                f"{self.base_url}{path}: HTTP {response.status_code} {detail}".rstrip(),
+                response.status_code,
+                body,
+            )
+        return response
+
+    def _json(self, response: httpx.Response) -> Any:
+        body = self._maybe_json(response)
+        if body is None:
+            raise ApiClientError(f"{response.request.url}: the answer is not JSON")
+        return body
+
+    @staticmethod
+    def _maybe_json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            return None

@@ -1,0 +1,350 @@
+"""Body types of the transaction kinds, and the raw-identifier detector.
+
+A body's ``__post_init__`` checks what holds regardless of context (fixed
+vocabularies, commitment sizes, ordering); the codec turns its ``ValueError`` into a
+decode error, so a body that breaks them can neither be built nor decoded. Size limits
+and the raw-identifier scan need their own rejection codes and live in validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from consensus.crypto import DIGEST_SIZE
+from node.identifiers.normalize import IBAN_LENGTHS, EntityType, iban_is_valid
+from node.identifiers.pseudonym import EntityRef
+
+CATEGORIES = (
+    "fraud_call",
+    "money_mule",
+    "phishing",
+    "sim_swap",
+    "account_takeover",
+    "scam_transfer",
+    "suspicious_device",
+    "other",
+)
+RELATIONS = (
+    "owns",
+    "uses",
+    "transferred_to",
+    "called",
+    "messaged",
+    "registered_with",
+    "logged_in_from",
+    "same_person",
+)
+QUERY_KINDS = ("trace", "graph", "history", "psi")
+# The queries that are about one entity; a PSI run is about two members' sets.
+SUBJECT_QUERIES = ("trace", "graph", "history")
+
+_ENTITY_TYPES = tuple(t.value for t in EntityType)
+_ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_]*")
+# Case ids are chosen by people and typed into queries: keep them to one token.
+_CASE_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/-]*[A-Za-z0-9])?")
+
+
+def _check_commitment(value: bytes | None, name: str) -> None:
+    if value is not None and len(value) != DIGEST_SIZE:
+        raise ValueError(f"{name} must be {DIGEST_SIZE} bytes, got {len(value)}")
+
+
+def _check_case_id(case_id: str) -> None:
+    if not _CASE_ID.fullmatch(case_id):
+        raise ValueError("case_id must be letters and digits, optionally joined by . _ : / -")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    key: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if not _ATTRIBUTE_KEY.fullmatch(self.key):
+            raise ValueError("attribute keys are lower-case [a-z][a-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Report:
+    """A member's observation about one entity."""
+
+    kind: ClassVar[str] = "report"
+
+    subject: EntityRef
+    category: str
+    attributes: tuple[Attribute, ...]
+    case_id: str | None
+    observed_ms: int
+    details_commitment: bytes | None
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
+        keys = [a.key for a in self.attributes]
+        # One order per attribute set, so equal reports encode (and hash) equally.
+        if any(a >= b for a, b in itertools.pairwise(keys)):
+            raise ValueError("attribute keys must be unique and sorted")
+        if self.case_id is not None:
+            _check_case_id(self.case_id)
+        _check_commitment(self.details_commitment, "details_commitment")
+
+
+@dataclass(frozen=True)
+class Link:
+    """An edge between two entities, as the signing member observed it."""
+
+    kind: ClassVar[str] = "link"
+
+    a: EntityRef
+    b: EntityRef
+    relation: str
+    observed_ms: int
+    evidence_commitment: bytes | None
+
+    def __post_init__(self) -> None:
+        if self.relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {', '.join(RELATIONS)}")
+        if self.a == self.b:
+            raise ValueError("a link needs two different entities")
+        _check_commitment(self.evidence_commitment, "evidence_commitment")
+
+
+@dataclass(frozen=True)
+class Case:
+    """An investigation: what may be queried, why, and until when."""
+
+    kind: ClassVar[str] = "case"
+
+    case_id: str
+    purpose: str
+    scope: tuple[EntityRef, ...]
+    window_start_ms: int
+    window_end_ms: int
+    expires_ms: int
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if not self.purpose.strip():
+            raise ValueError("purpose must not be empty: purpose limitation needs one")
+        if not self.scope:
+            raise ValueError("scope must name at least one entity")
+        if len(set(self.scope)) != len(self.scope):
+            raise ValueError("scope lists an entity twice")
+        if self.window_start_ms > self.window_end_ms:
+            raise ValueError("window_start_ms is after window_end_ms")
+
+
+@dataclass(frozen=True)
+class Approve:
+    """One approver's consent to one case.
+
+    ``case_tx`` is the id of the ``case`` transaction being approved: naming the
+    case id alone would let a different case under the same id, committed first,
+    collect approvals given for another scope or purpose.
+    """
+
+    kind: ClassVar[str] = "approve"
+
+    case_id: str
+    case_tx: bytes
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if len(self.case_tx) != DIGEST_SIZE:
+            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+
+
+@dataclass(frozen=True)
+class Access:
+    """The audit entry for one answered query."""
+
+    kind: ClassVar[str] = "access"
+
+    case_id: str
+    query: str
+    subject: EntityRef | None
+    answered_ms: int
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if self.query not in QUERY_KINDS:
+            raise ValueError(f"query must be one of {', '.join(QUERY_KINDS)}")
+        if (self.subject is None) == (self.query in SUBJECT_QUERIES):
+            need = "needs" if self.query in SUBJECT_QUERIES else "takes no"
+            raise ValueError(f"a {self.query} query {need} subject")
+
+
+@dataclass(frozen=True)
+class Close:
+    """The end of a case before its expiry: from then on it authorises nothing.
+
+    Like ``Approve`` it names the exact ``case`` transaction, so closing one case
+    can never be read as closing another that reuses the id.
+    """
+
+    kind: ClassVar[str] = "close"
+
+    case_id: str
+    case_tx: bytes
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if len(self.case_tx) != DIGEST_SIZE:
+            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+
+
+# How a private set intersection run ended: "completed", or why it failed
+# (``node.psi.protocol`` explains each).
+PSI_OUTCOMES = (
+    "completed",
+    "wrong_count",
+    "out_of_order",
+    "invalid_point",
+    "duplicate",
+    "unexpected",
+    "malformed",
+    "aborted",
+    "timeout",
+    "failed",
+)
+PSI_RUN_ID_SIZE = 16
+
+
+@dataclass(frozen=True)
+class PsiRun:
+    """One member's record of a private set intersection run with another member under
+    a case: who took part, the set sizes and how many elements they share, never the
+    elements. Each of the two members records its own view; ``run_id`` pairs them.
+
+    ``Access`` has no room for two members and three sizes, and changing its encoding
+    would make committed access records undecodable, hence a kind of its own.
+    """
+
+    kind: ClassVar[str] = "psi"
+
+    case_id: str
+    case_tx: bytes  # the exact case transaction, as ``Approve`` names it
+    run_id: bytes
+    initiator: str
+    responder: str
+    entity_type: str
+    initiator_size: int
+    responder_size: int
+    result_size: int
+    outcome: str
+    finished_ms: int
+
+    def __post_init__(self) -> None:
+        _check_case_id(self.case_id)
+        if len(self.case_tx) != DIGEST_SIZE:
+            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        if len(self.run_id) != PSI_RUN_ID_SIZE:
+            raise ValueError(f"run_id must be {PSI_RUN_ID_SIZE} bytes, got {len(self.run_id)}")
+        if self.initiator == self.responder:
+            raise ValueError("a run needs two different members")
+        if self.entity_type not in _ENTITY_TYPES:
+            raise ValueError(f"entity_type must be one of {', '.join(_ENTITY_TYPES)}")
+        if self.outcome not in PSI_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(PSI_OUTCOMES)}")
+        if self.initiator_size < 1 or self.responder_size < 1:
+            raise ValueError("set sizes are at least 1: empty sets never start a run")
+        if self.result_size > min(self.initiator_size, self.responder_size):
+            raise ValueError("result_size exceeds the smaller set")
+        if self.outcome != "completed" and self.result_size:
+            raise ValueError("a run that did not complete has no result")
+
+
+Body = Report | Link | Case | Approve | Access | Close | PsiRun
+BODY_TYPES: dict[str, type[Body]] = {
+    cls.kind: cls for cls in (Report, Link, Case, Approve, Access, Close, PsiRun)
+}
+KIND_ROLES: dict[str, frozenset[str]] = {
+    "report": frozenset({"reporter"}),
+    "link": frozenset({"reporter"}),
+    "case": frozenset({"investigator"}),
+    "approve": frozenset({"approver"}),
+    "access": frozenset({"investigator", "auditor"}),
+    "close": frozenset({"investigator"}),
+    # Those who may query may intersect: both members of a run sign its record.
+    "psi": frozenset({"investigator", "auditor"}),
+}
+
+
+def body_strings(obj: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string inside a body with its field path, for limits and scanning."""
+    if isinstance(obj, str):
+        yield path, obj
+    elif isinstance(obj, tuple):
+        for i, item in enumerate(obj):
+            yield from body_strings(item, f"{path}[{i}]")
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from body_strings(getattr(obj, f.name), f"{path}.{f.name}")
+
+
+# --- raw-identifier detector ---------------------------------------------------------
+#
+# It catches the honest mistake (an operator pasting "victim 138 0013 8000" into an
+# attribute), not a member set on smuggling data out: that one can spell digits as
+# words. So it is tuned for the forms people and systems actually write, and errs
+# towards refusing: a refused transaction says which field to fix, a leaked identifier
+# is on every member's disk for good. Known costs: amounts of a million or more must be
+# written with thousands separators, and hex digests belong in commitment fields.
+
+_MIN_DIGITS = 7
+# An IBAN is at least 15 characters (2 letters, 2 digits, 11 more), a MAC address 17.
+_SHORTEST_PATTERN = 15
+# Digits joined by up to two spaces, dashes or parentheses: "138 0013 8000",
+# "(010) 6234-5678". Dots are not joiners, or every decimal amount would match.
+_DIGIT_GROUP = re.compile(r"\d(?:[ \-()]{0,2}\d)*")
+_DIGIT_RUN = re.compile(rf"\d{{{_MIN_DIGITS},}}")
+# Dates and times are the common legitimate digit groups; they are masked first.
+_DATE_TIME = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+_MAC = re.compile(r"(?<![0-9a-f])[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}(?![0-9a-f])", re.IGNORECASE)
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,32}")
+
+
+def find_raw_identifier(text: str, structured: bool = False) -> str | None:
+    """Name the kind of raw identifier ``text`` seems to contain, or None.
+
+    ``structured`` is for identifiers such as case ids, where dash-separated digit
+    groups ("HZ-2024-0001") are the norm: only unbroken digit runs count there.
+    """
+    if (
+        len(text) < _SHORTEST_PATTERN
+        and text.isascii()  # NFKC could turn other characters into digits or "@"
+        and "@" not in text
+        and sum(c.isdigit() for c in text) < _MIN_DIGITS
+    ):
+        return None  # too short for a MAC or an IBAN, no email, too few digits
+    return scan_for_raw_identifier(text, structured)
+
+
+def scan_for_raw_identifier(text: str, structured: bool = False) -> str | None:
+    """``find_raw_identifier`` without its shortcut for short strings."""
+    text = unicodedata.normalize("NFKC", text)
+    if _EMAIL.search(text):
+        return "an email address"
+    if _MAC.search(text):
+        return "a MAC address"
+    for match in _IBAN_START.finditer(text):
+        compact = re.sub(r"[ \-]", "", match.group()).upper()
+        length = IBAN_LENGTHS.get(compact[:2])
+        if length is not None and iban_is_valid(compact[:length]):
+            return "an IBAN"
+    if structured:
+        if _DIGIT_RUN.search(text):
+            return "a phone, account, IMEI or ID number"
+        return None
+    masked = _DATE_TIME.sub("D", text)
+    for match in _DIGIT_GROUP.finditer(masked):
+        if sum(c.isdigit() for c in match.group()) >= _MIN_DIGITS:
+            return "a phone, account, IMEI or ID number"
+    return None

@@ -1,0 +1,180 @@
+"""The investigation half of ``crosstrace demo``: six partners report what each saw of
+a telecom-fraud ring (``node.ops.scenario``), the police open a case on one caller's
+number, three partners approve it, and a trace and a link graph under the case show
+the ring, each query leaving its access record on the ledger first.
+
+Everything goes through the members' own local APIs, as operators would: each
+partner's records are signed with its own key and submitted to its own node. The story
+is submitted once per consortium (``scenario.json`` in the consortium directory says
+it was); the case is reused while it is active.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.client.http import ApiClientError, api_url_of_home
+from node.client.text import graph_lines, trace_lines
+from node.client.tracing import TracingClient, refusal
+from node.ledger.authoring import Author, load_author
+from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring
+
+CASE_ID = "RING-2026-001"
+CASE_PURPOSE = "telecom fraud: calls to victims, transfers through mule accounts"
+MARKER = "scenario.json"
+GRAPH_DEPTH = 3
+
+Say = Callable[[str], None]
+
+
+class DemoError(Exception):
+    """The investigation could not be shown; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Partner:
+    author: Author
+    url: str
+    roles: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return self.author.member
+
+
+def partners(homes: Sequence[Path]) -> list[Partner]:
+    out = []
+    for home in homes:
+        author = load_author(home)
+        member = next(m for m in author.genesis.members if m.name == author.member)
+        out.append(Partner(author, api_url_of_home(home), frozenset(member.roles)))
+    return out
+
+
+def investigate(directory: Path, homes: Sequence[Path], say: Say) -> Path:
+    """Submit the story (once), open and approve the case (while needed), trace the
+    caller and draw the ring; returns the path of the graph file."""
+    team = partners(homes)
+    try:
+        _submit_story(directory, team, say)
+        police = _open_case(team, say)
+        _trace(police, say)
+        return _draw(directory, police, say)
+    except ApiClientError as exc:
+        raise DemoError(refusal(exc)) from None
+
+
+def _submit_story(directory: Path, team: Sequence[Partner], say: Say) -> None:
+    marker = directory / MARKER
+    if marker.exists():
+        say(f"\nthe fraud-ring story is already on the ledger ({marker})")
+        return
+    by_name = {p.name: p for p in team}
+    try:
+        signed = fraud_ring({p.name: p.author for p in team}, int(time.time() * 1000))
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+    say(f"\nsix partners report what each saw ({len(signed)} records, each through its own node):")
+    tx_ids: list[str] = []
+    for name in dict.fromkeys(member for member, _ in signed):
+        txs = [tx for member, tx in signed if member == name]
+        with TracingClient(by_name[name].url) as client:
+            code, answer = client.submit(txs, wait=True, timeout_s=30.0)
+        rows = answer["results"]
+        if code != 200:
+            bad = next(r for r in rows if not r.get("committed"))
+            raise DemoError(
+                f"{name}: a record did not commit: {bad.get('code')} "
+                f"{bad.get('message') or 'still pending'}"
+            )
+        tx_ids += [r["tx_id"] for r in rows]
+        say(f"  {name:<12} {len(txs)} records committed")
+    marker.write_text(json.dumps({"case_id": CASE_ID, "tx_ids": tx_ids}, indent=1) + "\n")
+
+
+def _open_case(team: Sequence[Partner], say: Say) -> Partner:
+    police = next((p for p in team if "investigator" in p.roles), None)
+    if police is None:
+        raise DemoError("no member has the investigator role: nobody may open a case")
+    with TracingClient(police.url) as client:
+        listed = {c["case_id"]: c for c in client.cases()["cases"]}
+        case = listed.get(CASE_ID)
+        if case is not None and case["state"] == "active":
+            say(f"\ncase {CASE_ID} is open and approved ({len(case['approvals'])} approvals)")
+            return police
+        if case is not None and case["state"] != "pending":
+            raise DemoError(
+                f"case {CASE_ID} is {case['state']}: start a fresh consortium to run the "
+                "investigation again"
+            )
+        now = int(time.time() * 1000)
+        if case is None:
+            say(f"\n{police.name} opens case {CASE_ID} on {CALLER[1]} ({CASE_PURPOSE})")
+            client.open_case(
+                CASE_ID,
+                CASE_PURPOSE,
+                [f"{CALLER[0]}:{CALLER[1]}"],
+                (now - (DAYS + 1) * DAY_MS, now),
+                now + DAYS * DAY_MS,
+            )
+    needed = _needed(police)
+    already = {a["member"] for a in (case or {}).get("approvals", [])}
+    approvers = [
+        p for p in team if "approver" in p.roles and p is not police and p.name not in already
+    ][: max(0, needed - len(already))]
+    for partner in approvers:
+        with TracingClient(partner.url) as client:
+            _, answer = client.approve(CASE_ID)
+        state = (answer.get("case") or {}).get("state", "pending")
+        say(f"  {partner.name:<12} approves: case {state}")
+    with TracingClient(police.url) as client:
+        state = client.case(CASE_ID)["state"]
+    if state != "active":
+        raise DemoError(f"case {CASE_ID} is {state} after {len(approvers)} approvals")
+    return police
+
+
+def _needed(police: Partner) -> int:
+    with TracingClient(police.url) as client:
+        needed = client.cases()["needed"]
+    assert isinstance(needed, int)
+    return needed
+
+
+def _trace(police: Partner, say: Say) -> None:
+    with TracingClient(police.url) as client:
+        answer, headers = client.trace(CASE_ID, f"{CALLER[0]}:{CALLER[1]}")
+    say(f"\n{police.name} traces {CALLER[1]} under case {CASE_ID}:")
+    for line in trace_lines(answer, f"{CALLER[0]}:{CALLER[1]}", headers.get("server-timing")):
+        say(f"  {line}")
+
+
+def _draw(directory: Path, police: Partner, say: Say) -> Path:
+    with TracingClient(police.url) as client:
+        answer: dict[str, Any] = client.graph(
+            CASE_ID, f"{CALLER[0]}:{CALLER[1]}", depth=GRAPH_DEPTH
+        ).json()
+        dot = client.graph(CASE_ID, f"{CALLER[0]}:{CALLER[1]}", depth=GRAPH_DEPTH, dot=True).text
+    say(f"\nthe entities linked to it, {GRAPH_DEPTH} steps out (the ring):")
+    for line in graph_lines(answer, f"{CALLER[0]}:{CALLER[1]}"):
+        say(f"  {line}")
+    dot_file = directory / "fraud-ring.dot"
+    dot_file.write_text(dot)
+    graphviz = shutil.which("dot")
+    if graphviz is None:
+        say(
+            f"\ngraph: {dot_file} (Graphviz DOT; draw it with "
+            f"dot -Tsvg {dot_file} -o {dot_file.with_suffix('.svg')})"
+        )
+        return dot_file
+    svg_file = dot_file.with_suffix(".svg")
+    subprocess.run([graphviz, "-Tsvg", str(dot_file), "-o", str(svg_file)], check=True, timeout=60)
+    say(f"\ngraph: {svg_file} (rendered from {dot_file})")
+    return svg_file

@@ -1,0 +1,413 @@
+"""The node's side of cases and tracing queries: what the local API calls.
+
+``TracingService`` owns the node's case registry (rebuilt from the store at start-up,
+then kept current by a hook the runtime calls on the event loop after each group of
+blocks is stored) and acts as the node's member: it signs ``case``, ``approve``,
+``close`` and ``access`` transactions with the node key and submits them through the
+runtime like any client.
+
+A query (``answer``) runs in this order, so nobody learns anything without leaving a
+trace:
+
+1. the identifier, given in the clear by the local caller, is normalised and
+   pseudonymised here with the consortium key (the clear value goes no further);
+2. the query is authorised against the case (``Tracer.authorise``); a refusal says why;
+3. an ``access`` transaction (who, case, query, subject pseudonym, time) is submitted
+   and the service waits, up to ``commit_timeout_s``, until it is committed; if it is
+   refused or not committed in time, the query is not answered;
+4. only then does the query run, in a worker thread (it reads only the store).
+
+Every mistake or refusal is a ``TracingError`` with an HTTP-like status, a stable code
+and a message that never quotes an identifier the caller sent. Not thread-safe: call
+it from the node's event loop only, like the registry it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from consensus.codec import MAX_UINT
+from node.host.runtime import NodeRuntime
+from node.identifiers.normalize import EntityType, NormalizationError
+from node.identifiers.pseudonym import EntityRef, PseudonymKey
+from node.ledger.cases import (
+    APPROVER_ROLE,
+    OPENER_ROLE,
+    CaseRecord,
+    CaseRegistry,
+    CaseState,
+    CaseStatus,
+)
+from node.ledger.kinds import KIND_ROLES, Access, Approve, Body, Case, Close, find_raw_identifier
+from node.ledger.store import LedgerStore
+from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS, encode_tx, make_tx
+from node.setup.genesis import Genesis
+from node.tracing.queries import Grant, Refusal, RefusalCode, TimeWindow, Tracer
+
+ENTITY_TYPES = tuple(t.value for t in EntityType)
+DEFAULT_COMMIT_TIMEOUT_S = 10.0
+R = TypeVar("R")
+log = logging.getLogger("crosstrace.tracing")
+
+
+class TracingError(Exception):
+    """A request the service will not carry out; ``status`` is the HTTP status to use."""
+
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A transaction the service submitted, and where it landed (None: not yet)."""
+
+    tx_id: bytes
+    location: tuple[int, int] | None
+
+    @property
+    def committed(self) -> bool:
+        return self.location is not None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds spent on each step of one answered query."""
+
+    authorise_ms: float
+    audit_ms: float  # submitting the access record and waiting for its commit
+    query_ms: float  # running the query and rendering its answer
+
+
+@dataclass(frozen=True)
+class Answer(Generic[R]):
+    grant: Grant
+    result: R
+    access: Committed
+    timings: Timings
+
+
+def case_id_problem(case_id: object) -> str | None:
+    """Why ``case_id`` cannot name a case, or None."""
+    if not isinstance(case_id, str) or not case_id:
+        return "case_id must be a non-empty string"
+    if len(case_id) > MAX_STRING_CHARS:
+        return f"case_id has {len(case_id)} characters, at most {MAX_STRING_CHARS}"
+    try:
+        Close(case_id, bytes(32))  # the body type holds the one rule for case ids
+    except ValueError as exc:
+        return str(exc)
+    if find_raw_identifier(case_id, structured=True) is not None:
+        return "case_id seems to contain a raw identifier; case ids must not"
+    return None
+
+
+def check_case_id(case_id: object) -> str:
+    problem = case_id_problem(case_id)
+    if problem is not None:
+        raise TracingError(400, "bad_case_id", problem)
+    assert isinstance(case_id, str)
+    return case_id
+
+
+def redact(message: str, raw: str) -> str:
+    """A normalisation error without the value it quotes (``node.identifiers.normalize`` shows the
+    input, which is right on the submitter's own terminal and wrong in an API answer)."""
+    shown = raw if len(raw) <= 64 else raw[:61] + "..."
+    return message.replace(repr(shown), "the value")
+
+
+class TracingService:
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        store: LedgerStore,
+        genesis: Genesis,
+        pseudonym_key: PseudonymKey | None,
+        *,
+        pseudonym_key_file: Path | None = None,
+        commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.genesis = genesis
+        self.pseudonym_key = pseudonym_key
+        self.pseudonym_key_file = pseudonym_key_file
+        self.commit_timeout_s = commit_timeout_s
+        self.clock_ms = clock_ms or runtime.clock_ms
+        member = genesis.members[runtime.member]
+        self.member = member.name
+        self.roles = frozenset(member.roles)
+        self.registry = CaseRegistry.load(genesis, store)
+        self.tracer = Tracer(store, self.registry)
+
+    @classmethod
+    def attach(
+        cls,
+        runtime: NodeRuntime,
+        store: LedgerStore,
+        genesis: Genesis,
+        pseudonym_key: PseudonymKey | None,
+        **options: Any,
+    ) -> TracingService:
+        """The service, with its registry loaded and kept current by ``runtime``.
+
+        Loading and hooking happen with no await in between, so no block can fall
+        between them; a block both read by ``load`` and passed to the hook is skipped.
+        """
+        service = cls(runtime, store, genesis, pseudonym_key, **options)
+        runtime.on_blocks_stored.append(service.registry.apply_blocks)
+        return service
+
+    @classmethod
+    def for_node(
+        cls, runtime: NodeRuntime, store: LedgerStore, genesis: Genesis, key_file: Path
+    ) -> TracingService:
+        """``attach`` with the pseudonym key from ``key_file``. A missing file is not
+        fatal (a member may start before the key reaches it: cases and the audit trail
+        work, queries are refused); a file that is there but wrong raises
+        ``PseudonymKeyError``."""
+        key = None
+        if key_file.exists():
+            key = PseudonymKey.load(key_file)
+        else:
+            log.warning(
+                "no pseudonym key at %s: tracing queries are refused until it is installed "
+                "and the node restarted",
+                key_file,
+            )
+        return cls.attach(runtime, store, genesis, key, pseudonym_key_file=key_file)
+
+    # -- identifiers ----------------------------------------------------------------
+
+    def entity(self, text: object, where: str) -> EntityRef:
+        """``TYPE:VALUE`` in the clear -> its entity reference (type and pseudonym)."""
+        if not isinstance(text, str):
+            raise TracingError(400, "bad_identifier", f"{where} must be a string TYPE:VALUE")
+        entity_type, sep, raw = text.partition(":")
+        if not sep or not raw.strip():
+            raise TracingError(
+                400,
+                "bad_identifier",
+                f"{where} must be TYPE:VALUE with TYPE one of {', '.join(ENTITY_TYPES)}",
+            )
+        entity_type = entity_type.strip().lower()
+        if entity_type not in ENTITY_TYPES:
+            raise TracingError(
+                400,
+                "bad_identifier",
+                f"{where}: the part before ':' is not an entity type; "
+                f"one of {', '.join(ENTITY_TYPES)}",
+            )
+        if self.pseudonym_key is None:
+            where_key = f" ({self.pseudonym_key_file})" if self.pseudonym_key_file else ""
+            raise TracingError(
+                503,
+                "no_pseudonym_key",
+                f"this node has no consortium pseudonym key{where_key}, so it cannot "
+                "pseudonymise identifiers; install the key and restart the node",
+            )
+        try:
+            return self.pseudonym_key.ref(entity_type, raw)
+        except NormalizationError as exc:
+            raise TracingError(400, "bad_identifier", f"{where}: {redact(str(exc), raw)}") from None
+
+    # -- cases ----------------------------------------------------------------------
+
+    def status(self, case_id: str) -> CaseStatus | None:
+        return self.registry.status(case_id, self.clock_ms())
+
+    def statuses(self) -> list[CaseStatus]:
+        now = self.clock_ms()
+        out = []
+        for record in self.registry.cases():
+            status = self.registry.status(record.case_id, now)
+            assert status is not None  # the registry lists the cases that own their ids
+            out.append(status)
+        return out
+
+    def _require_role(self, role: str, doing: str) -> None:
+        if role not in self.roles:
+            raise TracingError(
+                403,
+                "forbidden_role",
+                f"this node's member {self.member!r} does not hold the {role} role, "
+                f"which {doing} needs",
+            )
+
+    def _existing(self, case_id: str) -> CaseStatus:
+        status = self.status(check_case_id(case_id))
+        if status is None:
+            raise TracingError(404, "no_case", f"there is no case {case_id!r} on the ledger")
+        return status
+
+    async def open_case(
+        self,
+        case_id: str,
+        purpose: str,
+        scope: Sequence[object],
+        window: TimeWindow,
+        expires_ms: int,
+    ) -> Committed:
+        self._require_role(OPENER_ROLE, "opening a case")
+        check_case_id(case_id)
+        taken = self.registry.case(case_id)
+        if taken is not None:
+            raise TracingError(
+                409,
+                "case_exists",
+                f"case {case_id!r} is already on the ledger (opened by {taken.opener!r} "
+                f"at height {taken.opened.height})",
+            )
+        if not 1 <= len(scope) <= MAX_SCOPE:
+            raise TracingError(
+                400, "bad_scope", f"scope must list 1 to {MAX_SCOPE} entities, got {len(scope)}"
+            )
+        refs: dict[EntityRef, int] = {}
+        for i, text in enumerate(scope):
+            ref = self.entity(text, f"scope[{i}]")
+            if ref in refs:
+                raise TracingError(
+                    400, "bad_scope", f"scope[{refs[ref]}] and scope[{i}] are the same entity"
+                )
+            refs[ref] = i
+        now = self.clock_ms()
+        if expires_ms <= now:
+            raise TracingError(400, "bad_expiry", "expires_ms must be in the future")
+        try:
+            body = Case(case_id, purpose, tuple(refs), window.start_ms, window.end_ms, expires_ms)
+        except ValueError as exc:
+            raise TracingError(400, "bad_request", str(exc)) from None
+        return await self._submit(body, now)
+
+    async def approve(self, case_id: str) -> Committed:
+        self._require_role(APPROVER_ROLE, "approving a case")
+        status = self._existing(case_id)
+        self._check_open(status)
+        mine = [e for e in status.approvals if e.member == self.member]
+        if mine:
+            raise TracingError(
+                409,
+                "already_approved",
+                f"member {self.member!r} already approved case {case_id!r} at height "
+                f"{mine[0].height}",
+            )
+        return await self._submit(Approve(case_id, status.case.tx_id), self.clock_ms())
+
+    async def close(self, case_id: str) -> Committed:
+        self._require_role(OPENER_ROLE, "closing a case")
+        status = self._existing(case_id)
+        if status.state is CaseState.CLOSED:
+            raise TracingError(409, "case_closed", status.reason)
+        return await self._submit(Close(case_id, status.case.tx_id), self.clock_ms())
+
+    @staticmethod
+    def _check_open(status: CaseStatus) -> None:
+        if status.state is CaseState.CLOSED:
+            raise TracingError(409, "case_closed", status.reason)
+        if status.state is CaseState.EXPIRED:
+            raise TracingError(409, "case_expired", status.reason)
+
+    # -- queries --------------------------------------------------------------------
+
+    async def answer(
+        self,
+        case_id: str,
+        query: str,
+        subject: EntityRef | bytes,
+        window: TimeWindow | None,
+        run: Callable[[Grant], R],
+        *,
+        in_thread: bool = True,
+    ) -> Answer[R]:
+        """Authorise, record the access through consensus, then ``run(grant)``.
+
+        ``run`` goes to a worker thread when ``in_thread`` (it must then read only the
+        store, never the registry); otherwise it runs here, on the event loop.
+        """
+        started = time.perf_counter()
+        check_case_id(case_id)
+        if not KIND_ROLES[Access.kind] & self.roles:
+            needed = " or ".join(sorted(KIND_ROLES[Access.kind]))
+            raise TracingError(
+                403,
+                "forbidden_role",
+                f"this node's member {self.member!r} holds neither role ({needed}) needed "
+                "to sign the access record a query leaves, so it answers no queries",
+            )
+        now = self.clock_ms()
+        decision = self.tracer.authorise(case_id, query, subject, now, window)
+        if isinstance(decision, Refusal):
+            status = 404 if decision.code is RefusalCode.NO_RECORD else 403
+            raise TracingError(status, decision.code.value, decision.message)
+        grant = decision
+        authorised = time.perf_counter()
+        access = await self._submit(Access(case_id, query, grant.entity, now), now)
+        if not access.committed:
+            raise TracingError(
+                503,
+                "audit_timeout",
+                f"the access record {access.tx_id.hex()[:16]} was not committed within "
+                f"{self.commit_timeout_s:g} s (is a quorum of members running?); "
+                "the query is not answered until it is",
+                {"access_tx": access.tx_id.hex()},
+            )
+        audited = time.perf_counter()
+        result = await trio.to_thread.run_sync(run, grant) if in_thread else run(grant)
+        done = time.perf_counter()
+        timings = Timings(
+            (authorised - started) * 1000, (audited - authorised) * 1000, (done - audited) * 1000
+        )
+        return Answer(grant, result, access, timings)
+
+    # -- submitting -----------------------------------------------------------------
+
+    def sign(self, body: Body, now_ms: int) -> bytes:
+        # Any unused nonce will do; a random 63-bit one needs no state across restarts.
+        nonce = secrets.randbelow(MAX_UINT >> 1) + 1
+        tx = make_tx(
+            self.runtime.signer,
+            self.genesis.chain_id,
+            self.member,
+            body.kind,
+            body,
+            nonce,
+            now_ms,
+        )
+        return encode_tx(tx)
+
+    async def _submit(self, body: Body, now_ms: int) -> Committed:
+        """Sign ``body``, submit it and wait up to ``commit_timeout_s`` for the commit."""
+        [result] = await self.runtime.submit_batch([self.sign(body, now_ms)])
+        if not result.accepted:
+            # 422 for what is wrong with the transaction (a raw identifier in a purpose,
+            # say), 503 for a node that cannot take it now (a full mempool).
+            busy = result.code in ("full", "member_quota", "too_large")
+            raise TracingError(
+                503 if busy else 422,
+                "node_busy" if busy else "rejected",
+                f"the node refused the {body.kind} transaction: {result.code}: {result.message}",
+            )
+        with trio.move_on_after(self.commit_timeout_s):
+            await self.runtime.wait_committed(result.tx_id)
+        return Committed(result.tx_id, self.store.tx_location(result.tx_id))
+
+    def case_of(self, committed: Committed, case_id: str) -> CaseRecord | None:
+        """The case ``committed`` opened, if it owns its id (a case with the same id
+        may have been committed first by another investigator)."""
+        record = self.registry.case(case_id)
+        return record if record is not None and record.tx_id == committed.tx_id else None
