@@ -8,10 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_line, run
 from click.testing import Result
-from test_cli_operator import error_line, run, running
-
-__all__ = ["running"]  # the fixture, imported for pytest
 
 
 def details_of(home: Path, tx: str, timeout_s: float = 15.0) -> Result:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 from click.testing import CliRunner
+from cluster_helpers import make_cluster, report_tx, submit_all
 from store_helpers import tamper
-from test_runtime import make_cluster, report_tx, submit_all
 
 from cli import main
 from consensus.blocks import Block

@@ -5,45 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import error_line, make_net, run
 
-from cli import main
 from node.ops import processes
 from node.ops.ports import free_port_block
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def make_net(tmp_path: Path) -> tuple[Path, int]:
-    base = free_port_block(4, offsets=(0, 500))
-    net = tmp_path / "net"
-    result = run("testnet", str(net), "--p2p-port", str(base), "--api-port", str(base + 500))
-    assert result.exit_code == 0, result.output
-    return net, base + 500
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    net, api = make_net(tmp_path)
-    try:
-        result = run("cluster", "up", str(net))
-        assert result.exit_code == 0, result.output
-        yield net, api
-    finally:
-        processes.down(net, timeout_s=10)
-
-
-def error_line(result: Result) -> str:
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 @pytest.mark.timeout(90)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from api_helpers import OCTETS, api_on_cluster, assert_error
 from click.testing import CliRunner, Result
+from cluster_helpers import report_tx
 from proof_helpers import proof_genesis, write_ledger
-from test_api import OCTETS, api_on_cluster, assert_error
-from test_runtime import report_tx
 
 from cli import main
 from node.api.app import serve_api

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from test_runtime import FAST, ledger_bytes
+from cluster_helpers import FAST, ledger_bytes
 
 from net.transport import Transport
 from net.wire import DetailsAck, Frame, PrivateDetails

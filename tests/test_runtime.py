@@ -6,72 +6,17 @@ from pathlib import Path
 
 import pytest
 import trio
+from cluster_helpers import PSEUDONYM_KEY, ledger_bytes, make_cluster, report_tx, submit_all
 
 from consensus.codec import encode_value
 from consensus.messages import Commit, Prepare, Proposal
 from net.wire import Frame
 from node.identifiers.pseudonym import entity_ref
 from node.ledger.kinds import Report
-from node.ledger.transactions import encode_tx, make_tx
+from node.ledger.transactions import encode_tx
 from node.ledger.verify import verify_ledger
-from node.setup.genesis import GenesisConsensus
-from node.testing.cluster import InProcessCluster, local_genesis
 
-PSEUDONYM_KEY = bytes(range(32))
-FAST = GenesisConsensus(
-    checkpoint_interval=5,
-    window=10,
-    max_batch_txs=500,
-    batch_delay_ms=5,
-    view_timeout_ms=800,
-    heartbeat_ms=200,
-)
 NOW = 1_790_000_000_000
-
-
-def report_tx(cluster: InProcessCluster, member: int, i: int, now_ms: int) -> bytes:
-    phone = f"+86 138 {i // 10000 % 10000:04d} {i % 10000:04d}"
-    body = Report(
-        subject=entity_ref(PSEUDONYM_KEY, "phone", phone),
-        category="fraud_call",
-        attributes=(),
-        case_id=None,
-        observed_ms=now_ms - 1000,
-        details_commitment=None,
-    )
-    tx = make_tx(
-        cluster.signers[member],
-        cluster.genesis.chain_id,
-        cluster.member_name(member),
-        "report",
-        body,
-        cluster.next_nonce(),
-        now_ms,
-    )
-    return encode_tx(tx)
-
-
-def make_cluster(tmp_path: Path, n: int = 4, transport: str = "memory") -> InProcessCluster:
-    genesis, signers = local_genesis(n, consensus=FAST)
-    return InProcessCluster(tmp_path, genesis, signers, transport=transport)
-
-
-def ledger_bytes(cluster: InProcessCluster, index: int) -> list[bytes]:
-    """The stored block bytes. Certificates are left out on purpose: each node keeps
-    the quorum of COMMITs it happened to collect, equally valid but not identical."""
-    store = cluster.store(index)
-    height, _ = store.tip()
-    return [encode_value(block) for block, _cert in store.blocks_range(1, height)]
-
-
-async def submit_all(cluster: InProcessCluster, txs: list[bytes], via: int = 0) -> list[bytes]:
-    ids = []
-    runtime = cluster.runtime(via)
-    for start in range(0, len(txs), 500):
-        for result in await runtime.submit_batch(txs[start : start + 500]):
-            assert result.accepted, result
-            ids.append(result.tx_id)
-    return ids
 
 
 @pytest.mark.timeout(240)
@@ -247,7 +192,6 @@ async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is
 ) -> None:
     import time
 
-    from consensus.codec import encode_value
     from consensus.crypto import Signer
     from node.ledger.kinds import Attribute
     from node.ledger.transactions import sign_tx

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import trio
-from test_runtime import PSEUDONYM_KEY, make_cluster
+from cluster_helpers import PSEUDONYM_KEY, make_cluster
 
 from consensus.blocks import Block
 from node.api.app import build_app

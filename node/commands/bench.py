@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
+from node.commands.options import CONTEXT
 from node.ops.bench import BenchConfig, BenchError, run_bench
 from node.ops.processes import ClusterError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.command(context_settings=CONTEXT)

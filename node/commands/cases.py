@@ -23,7 +23,7 @@ import click
 from node.client.http import ApiClientError
 from node.client.text import audit_lines, case_lines, case_table, change_line
 from node.client.tracing import TracingClient, refusal
-from node.commands.operator import CONTEXT, home_option, json_option, resolve_url, url_option
+from node.commands.options import CONTEXT, home_option, json_option, resolve_url, url_option
 
 T = TypeVar("T")
 DAY_MS = 86_400_000

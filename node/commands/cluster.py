@@ -11,12 +11,12 @@ from pathlib import Path
 import click
 
 from node.client.http import ApiClient, ApiClientError, api_url_of_home
+from node.commands.options import CONTEXT
 from node.ledger.authoring import AuthoringError, load_author
 from node.ops import processes
 from node.ops.demo import CASE_ID, DemoError, investigate
 from node.ops.processes import ClusterError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Police, two banks, two telecom operators and a utility: the fraud-ring story needs all six.
 DEMO_MEMBERS = 6
 directory_argument = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))

@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from node.client.http import ApiClient, ApiClientError
-from node.commands.operator import CONTEXT, call, home_option, json_option, resolve_url, url_option
+from node.commands.options import CONTEXT, call, home_option, json_option, resolve_url, url_option
 from node.details.records import (
     Details,
     UnknownMembers,

@@ -6,55 +6,25 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from node.client.http import ApiClient, ApiClientError, api_url_of_home
+from node.client.http import ApiClient
+from node.commands.details import prepare, send
+from node.commands.options import (
+    CONTEXT,
+    call,
+    detail_option,
+    home_option,
+    json_option,
+    resolve_url,
+    share_with_option,
+    url_option,
+)
 from node.ledger.authoring import AuthoringError, load_author, parse_entity
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-home_option = click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A member's home directory; the API address comes from its config.",
-)
-url_option = click.option("--url", help="The node's API base URL, e.g. http://127.0.0.1:8600.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
-detail_option = click.option(
-    "--detail",
-    "details",
-    multiple=True,
-    help="KEY=VALUE, repeatable: private details, kept off the ledger (only a commitment "
-    "goes on it) and sent to the --share-with members only.",
-)
-share_with_option = click.option(
-    "--share-with",
-    help="Comma-separated member names to send the details to (this member always keeps "
-    "them). Default: the members with the investigator role.",
-)
-
-
-def resolve_url(home: Path | None, url: str | None) -> str:
-    if url is not None:
-        return url
-    if home is None:
-        raise click.UsageError("give --home DIR or --url URL")
-    try:
-        return api_url_of_home(home)
-    except ApiClientError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def call(url: str, action: Callable[[ApiClient], Any], timeout_s: float = 10.0) -> Any:
-    try:
-        with ApiClient(url, timeout_s=timeout_s) as client:
-            return action(client)
-    except ApiClientError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _ago(unix_time: float | None) -> str:
@@ -218,8 +188,6 @@ def report(
     With --detail, the details stay off the ledger: the report carries a salted
     commitment to them, and the node sends them only to the members named.
     """
-    from node.commands.details import prepare, send
-
     pairs = []
     for attr in attrs:
         key, sep, value = attr.partition("=")
@@ -256,8 +224,6 @@ def link(
 ) -> None:
     """Report that entity A relates to entity B (each TYPE:VALUE); --detail gives the
     evidence, kept off the ledger like a report's details."""
-    from node.commands.details import prepare, send
-
     sharing = prepare(_author(ctx), details, share_with)
     commitment = None if sharing is None else sharing.commitment
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from consensus.crypto import DIGEST_SIZE
-from node.commands.operator import CONTEXT, call, home_option, resolve_url, url_option
+from node.commands.options import CONTEXT, call, home_option, resolve_url, url_option
 from node.ledger.proofs import (
     MAGIC,
     MAX_FILE_BYTES,

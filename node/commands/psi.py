@@ -14,7 +14,7 @@ import click
 
 from node.client.http import ApiClientError
 from node.client.psi import ENDED, PsiClient, problem_text
-from node.commands.operator import CONTEXT, home_option, json_option, resolve_url, url_option
+from node.commands.options import CONTEXT, home_option, json_option, resolve_url, url_option
 from node.psi.inputs import ENTITY_TYPES
 from node.setup.keys import atomic_write
 

@@ -23,7 +23,7 @@ from node.client.text import (
     trace_lines,
 )
 from node.commands.cases import echo_lines, parse_after, parse_window, with_client
-from node.commands.operator import CONTEXT, home_option, json_option, resolve_url, url_option
+from node.commands.options import CONTEXT, home_option, json_option, resolve_url, url_option
 
 case_option = click.option(
     "--case", "case_id", required=True, help="The active case the query is made under."
