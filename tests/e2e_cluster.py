@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 from hostile_peer import HANDSHAKE_TIMEOUT_S, Member3
+from metrics_helpers import sample_value
 
 from node.client.http import ApiClient, ApiClientError
 from node.ledger.authoring import Author
@@ -151,12 +152,7 @@ class Consortium:
         return answer
 
     def metric(self, i: int, name: str) -> float:
-        text = self.http.get(f"{self.api_urls[i]}/metrics").text
-        for line in text.splitlines():
-            key, _, value = line.rpartition(" ")
-            if key == name:
-                return float(value)
-        raise AssertionError(f"{name} is not in node{i}'s /metrics")
+        return sample_value(self.http.get(f"{self.api_urls[i]}/metrics").text, name)
 
     def assert_alive(self, nodes: Iterable[int] = HONEST) -> None:
         for i in nodes:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli import main
 from node.client.http import ApiClient, api_url_of_home
@@ -102,9 +103,13 @@ def test_two_member_processes_intersect_over_the_real_channel(
     shown = run("psi-runs", "--home", str(homes[BANK]))
     assert shown.exit_code == 0 and "responder" in shown.output and "100 in common" in shown.output
     with ApiClient(api_url_of_home(homes[BANK])) as client:
-        metrics = client.metrics().splitlines()
-    assert "crosstrace_psi_answered_total 1" in metrics
-    assert "crosstrace_psi_completed_total 1" in metrics
+        metrics = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(client.metrics())
+            for sample in family.samples
+        }
+    assert metrics["crosstrace_psi_answered_total"] == 1
+    assert metrics["crosstrace_psi_completed_total"] == 1
 
     # Both records on the ledger, on every node; no identifier in them.
     with PsiClient(api_url_of_home(homes[POLICE])) as police:

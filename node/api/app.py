@@ -36,15 +36,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consensus.codec import DecodeError
-from node.api.details import details_routes, write_metrics
+from node.api.details import details_routes
 from node.api.input import MAX_BODY_BYTES, ApiError, digest, parse_json_txs, read_body, wait_options
 from node.api.input import height as parse_height
 from node.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from node.api.metrics import MetricsCollector
+from node.api.metrics import DetailsCollector, MetricsCollector, PsiCollector
 from node.api.openapi import openapi_document
 from node.api.proof import proof_route
 from node.api.psi import psi_routes
-from node.api.psi import write_metrics as write_psi_metrics
 from node.api.tracing import tracing_routes
 from node.details.service import PrivateDetailsService
 from node.host.peers import peer_statistics
@@ -284,9 +283,9 @@ def build_app(
 ) -> Starlette:
     api = _Api(runtime, store, genesis, max_body_bytes)
     if details is not None:
-        api.metrics_collector.extras.append(partial(write_metrics, details))
+        api.metrics_collector.register(DetailsCollector(details))
     if psi is not None:
-        api.metrics_collector.extras.append(partial(write_psi_metrics, psi))
+        api.metrics_collector.register(PsiCollector(psi))
     routes = [
         Route("/status", api.status, methods=["GET"]),
         Route("/txs", api.submit, methods=["POST"]),

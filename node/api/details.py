@@ -1,5 +1,5 @@
-"""Private details in the local API: ``POST /details`` and ``GET /details/{tx_id}``, and
-their metrics.
+"""Private details in the local API: ``POST /details`` and ``GET /details/{tx_id}``
+(their metrics: ``node.api.metrics``).
 
 ``POST /txs`` only ever sees signed transaction bytes, so it cannot carry details. The
 submitting member's tools (``crosstrace submit report ... --detail K=V``) sign the
@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from node.api.input import ApiError, digest, read_body, tx_hex, wait_options
-from node.api.metrics import Exposition
 from node.details.records import Details, encode_details
 from node.details.service import NotHeld, PrivateDetailsService, ShareError
 from node.ledger.store import LedgerStore
@@ -143,29 +142,3 @@ def parse_share(body: bytes) -> tuple[bytes, bytes, Details, list[str] | None]:
     ):
         raise ApiError(400, "bad_request", "share_with must be a list of member names")
     return tx_bytes, salt, details, share_with
-
-
-def write_metrics(service: PrivateDetailsService, out: Exposition) -> None:
-    snapshot = service.statistics()
-    stats = snapshot.stats
-    for name, help_text, value in (
-        ("held", "Records in the private store.", snapshot.held),
-        ("outbox", "Deliveries of private details not yet acknowledged.", snapshot.outbox),
-        ("pending", "Received details waiting for their transaction to commit.", snapshot.pending),
-    ):
-        out.one(f"crosstrace_private_details_{name}", "gauge", help_text, value)
-    for name, help_text, value in (
-        ("shared", "Details this member submitted and shares.", stats.shared),
-        ("stored", "Details received, checked against their commitment and stored.", stats.stored),
-        ("sent", "Details frames sent, retries included.", stats.sent),
-        ("acknowledged", "Deliveries a recipient confirmed.", stats.acknowledged),
-        ("refused", "Deliveries a recipient refused for good.", stats.refused),
-        ("deleted", "Records deleted by retention.", stats.deleted),
-    ):
-        out.one(f"crosstrace_private_details_{name}_total", "counter", help_text, value)
-    out.family(
-        "crosstrace_private_details_rejected_total",
-        "counter",
-        "Details received and not stored, by reason (mismatch: failed the commitment check).",
-        [({"reason": reason}, n) for reason, n in sorted(stats.rejected.items())],
-    )

@@ -1,9 +1,14 @@
 """``GET /metrics``: the node's state and counters in the Prometheus text format 0.0.4.
 
-Written by hand rather than with ``prometheus_client``: every value already lives in
-the runtime, the mempool and the transport, so a scrape only has to read and format
-them. The client library would add a dependency and a process-global registry (awkward
-with several nodes in one test process) to produce the same few dozen lines.
+The text is produced by ``prometheus_client``, the reference implementation of the
+format and its escaping. Every value already lives in the runtime, the mempool, the
+transport and the services, so nothing is instrumented: custom collectors read those
+values at scrape time and describe them as metric families.
+
+Each node's API has its own ``CollectorRegistry``. The library's process-global
+``REGISTRY``, and metric objects (``Counter(...)``, ``Gauge(...)``) that register with it,
+are never used: several nodes run in one test process, and each must report its own
+numbers.
 
 Counters that the runtime keeps in memory (blocks and transactions committed, message
 counts) start from zero when the node starts, as Prometheus expects of counters; the
@@ -12,154 +17,151 @@ counts) start from zero when the node starts, as Prometheus expects of counters;
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from node.details.service import PrivateDetailsService
 from node.host.peers import peer_statistics
 from node.host.runtime import NodeRuntime
 from node.ledger.store import LedgerStore
+from node.psi.service import PsiService
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-Labels = Mapping[str, str]
-
-
-class Exposition:
-    """Builds the text of one scrape: HELP and TYPE once per family, then its samples."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def header(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        self.lines.append(f"# TYPE {name} {kind}")
-
-    def sample(self, name: str, labels: Labels, value: float) -> None:
-        self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
-
-    def family(
-        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]
-    ) -> None:
-        self.header(name, kind, help_text)
-        for labels, value in samples:
-            self.sample(name, labels, value)
-
-    def one(self, name: str, kind: str, help_text: str, value: float) -> None:
-        self.family(name, kind, help_text, [({}, value)])
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+# The 0.0.4 text format that ``generate_latest`` writes (the library's
+# ``CONTENT_TYPE_LATEST`` names a newer version).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 class MetricsCollector:
+    """The metrics of one node: its own registry, with the node's collector and those of
+    the services added by ``build_app`` (``register``)."""
+
+    def __init__(self, runtime: NodeRuntime, store: LedgerStore, member_name: str) -> None:
+        # auto_describe: ``register`` collects once, so that two collectors claiming the
+        # same metric name fail when the app is built, not silently at scrape time.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(NodeCollector(runtime, store, member_name))
+
+    def register(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    def render(self) -> bytes:
+        """One scrape. Synchronous on purpose: no other task runs while the values are
+        read, so they are consistent with each other (LMDB's tip read is a short read
+        transaction that never waits for the writer)."""
+        return generate_latest(self.registry)
+
+
+def gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=value)
+
+
+def counter_by(
+    name: str, help_text: str, label: str, values: Iterable[tuple[str, float]]
+) -> CounterMetricFamily:
+    """A counter with one label, its samples in the label's order (a family without
+    samples is still described)."""
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for label_value, value in sorted(values):
+        family.add_metric([label_value], value)
+    return family
+
+
+class NodeCollector(Collector):
+    """The chain, consensus, mempool, transport and commit latency of one node."""
+
     def __init__(self, runtime: NodeRuntime, store: LedgerStore, member_name: str) -> None:
         self.runtime = runtime
         self.store = store
         self.member_name = member_name
-        # Families of the node's services (private details ...), appended by build_app.
-        self.extras: list[Callable[[Exposition], None]] = []
 
-    def render(self) -> str:
-        """One scrape. Synchronous on purpose: no other task runs while the values are
-        read, so they are consistent with each other (LMDB's tip read is a short read
-        transaction that never waits for the writer)."""
-        runtime, out = self.runtime, Exposition()
+    def collect(self) -> Iterator[Metric]:
+        runtime = self.runtime
         stats, replica = runtime.stats, runtime.replica
-        out.family(
-            "crosstrace_node_info",
-            "gauge",
+        yield InfoMetricFamily(
+            "crosstrace_node",  # exposed as crosstrace_node_info, a gauge of 1
             "Constant 1, labelled with the chain and this member.",
-            [({"chain_id": self.store.chain_id, "member": self.member_name}, 1)],
+            value={"chain_id": self.store.chain_id, "member": self.member_name},
         )
-        out.one(
-            "crosstrace_height", "gauge", "Height of the last stored block.", self.store.tip()[0]
-        )
+        yield gauge("crosstrace_height", "Height of the last stored block.", self.store.tip()[0])
         if replica is not None:  # None only until the runtime has restored its state
-            out.one("crosstrace_view", "gauge", "Current PBFT view.", replica.view)
-            out.one(
+            yield gauge("crosstrace_view", "Current PBFT view.", replica.view)
+            yield gauge(
                 "crosstrace_view_active",
-                "gauge",
                 "1 while the view is active, 0 during a view change.",
                 int(replica.view_active),
             )
             # Views only grow and every view after 0 was begun by a view change, so the
             # view number counts the view changes since genesis, restarts included.
-            out.one(
+            yield counter(
                 "crosstrace_view_changes_total",
-                "counter",
                 "Views entered after the first (view changes since genesis).",
                 replica.view,
             )
-            out.one(
-                "crosstrace_stable_checkpoint",
-                "gauge",
-                "Height of the last stable checkpoint.",
-                replica.low,
+            yield gauge(
+                "crosstrace_stable_checkpoint", "Height of the last stable checkpoint.", replica.low
             )
-        out.one(
+        yield counter(
             "crosstrace_blocks_committed_total",
-            "counter",
             "Blocks committed since the node started.",
             stats.blocks_committed,
         )
-        out.one(
+        yield counter(
             "crosstrace_txs_committed_total",
-            "counter",
             "Transactions committed since the node started.",
             stats.txs_committed,
         )
-        out.one(
+        yield counter(
             "crosstrace_equivocations_total",
-            "counter",
             "Equivocation evidence reported by consensus since the node started.",
             stats.equivocations,
         )
-        self._mempool(out)
-        self._network(out)
-        self._latency(out)
-        for extra in self.extras:
-            extra(out)
-        return out.text()
+        yield from self._mempool()
+        yield from self._network()
+        yield self._latency()
 
-    def _mempool(self, out: Exposition) -> None:
+    def _mempool(self) -> Iterator[Metric]:
         pool = self.runtime.mempool
-        out.one("crosstrace_mempool_txs", "gauge", "Transactions pending.", len(pool))
-        out.one(
-            "crosstrace_mempool_bytes",
-            "gauge",
-            "Bytes of the transactions pending.",
-            pool.size_bytes,
+        yield gauge("crosstrace_mempool_txs", "Transactions pending.", len(pool))
+        yield gauge(
+            "crosstrace_mempool_bytes", "Bytes of the transactions pending.", pool.size_bytes
         )
-        rejected = pool.statistics().rejected
-        out.family(
+        yield counter_by(
             "crosstrace_mempool_rejected_total",
-            "counter",
             "Transactions the mempool refused, by reason.",
-            [({"reason": str(reason)}, n) for reason, n in sorted(rejected.items())],
+            "reason",
+            ((str(reason), n) for reason, n in pool.statistics().rejected.items()),
         )
 
-    def _network(self, out: Exposition) -> None:
+    def _network(self) -> Iterator[Metric]:
         runtime = self.runtime
-        out.one(
-            "crosstrace_peers",
-            "gauge",
-            "Other members of the chain.",
-            runtime.membership.n - 1,
-        )
+        yield gauge("crosstrace_peers", "Other members of the chain.", runtime.membership.n - 1)
         peers = peer_statistics(runtime)
         if peers is not None:  # an in-memory transport has no connections to count
-            out.one(
+            yield gauge(
                 "crosstrace_peers_connected",
-                "gauge",
                 "Other members with an open, authenticated connection.",
                 sum(p.connected for p in peers.values()),
             )
         stats = runtime.transport.stats
-        out.family(
+        yield counter_by(
             "crosstrace_messages_sent_total",
-            "counter",
             "Frames queued for other members, by kind.",
-            [({"kind": kind}, n) for kind, n in sorted(stats.sent_by_kind.items())],
+            "kind",
+            stats.sent_by_kind.items(),
         )
         for name, help_text, value in (
             ("messages_received", "Frames received from other members.", stats.received),
@@ -173,39 +175,91 @@ class MetricsCollector:
                 runtime.stats.gossip_shed,
             ),
         ):
-            out.one(f"crosstrace_{name}_total", "counter", help_text, value)
+            yield counter(f"crosstrace_{name}_total", help_text, value)
 
-    def _latency(self, out: Exposition) -> None:
-        name, h = "crosstrace_commit_latency_seconds", self.runtime.stats.commit_latency
-        out.header(
-            name, "histogram", "Time from submission to commit of transactions submitted here."
+    def _latency(self) -> HistogramMetricFamily:
+        h = self.runtime.stats.commit_latency
+        # The buckets are cumulative and end with +Inf, whose count is the ``_count``
+        # sample (the histogram counts every observation in exactly one bucket).
+        return HistogramMetricFamily(
+            "crosstrace_commit_latency_seconds",
+            "Time from submission to commit of transactions submitted here.",
+            buckets=h.cumulative(),
+            sum_value=h.sum_s,
         )
-        for bound, n in h.cumulative():
-            out.sample(f"{name}_bucket", {"le": bound}, n)
-        out.sample(f"{name}_sum", {}, h.sum_s)
-        out.sample(f"{name}_count", {}, h.count)
 
 
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
+class DetailsCollector(Collector):
+    """The private-details service: what it holds, delivers and refuses."""
+
+    def __init__(self, service: PrivateDetailsService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.service.statistics()
+        stats = snapshot.stats
+        for name, help_text, value in (
+            ("held", "Records in the private store.", snapshot.held),
+            ("outbox", "Deliveries of private details not yet acknowledged.", snapshot.outbox),
+            (
+                "pending",
+                "Received details waiting for their transaction to commit.",
+                snapshot.pending,
+            ),
+        ):
+            yield gauge(f"crosstrace_private_details_{name}", help_text, value)
+        for name, help_text, value in (
+            ("shared", "Details this member submitted and shares.", stats.shared),
+            (
+                "stored",
+                "Details received, checked against their commitment and stored.",
+                stats.stored,
+            ),
+            ("sent", "Details frames sent, retries included.", stats.sent),
+            ("acknowledged", "Deliveries a recipient confirmed.", stats.acknowledged),
+            ("refused", "Deliveries a recipient refused for good.", stats.refused),
+            ("deleted", "Records deleted by retention.", stats.deleted),
+        ):
+            yield counter(f"crosstrace_private_details_{name}_total", help_text, value)
+        yield counter_by(
+            "crosstrace_private_details_rejected_total",
+            "Details received and not stored, by reason (mismatch: failed the commitment check).",
+            "reason",
+            stats.rejected.items(),
+        )
 
 
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{key}="{_escape_value(value)}"' for key, value in labels.items())
-    return "{" + inner + "}"
+class PsiCollector(Collector):
+    """The private set intersection service: its runs, either role, and their outcomes."""
 
+    def __init__(self, service: PsiService) -> None:
+        self.service = service
 
-def _escape_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        stats = service.stats
+        yield gauge(
+            "crosstrace_psi_runs_active",
+            "PSI runs going on here, asked or answered.",
+            sum(1 for run in service.runs.values() if run.active),
+        )
+        for name, help_text, value in (
+            ("started", "PSI runs this member asked for.", stats.started),
+            ("answered", "PSI runs this member answered.", stats.answered),
+            ("completed", "PSI runs completed and recorded here.", stats.completed),
+            ("stale_messages", "PSI messages for a run that had ended here.", stats.stale),
+            ("unknown_run_messages", "PSI messages for a run never had here.", stats.unknown_run),
+        ):
+            yield counter(f"crosstrace_psi_{name}_total", help_text, value)
+        yield counter_by(
+            "crosstrace_psi_failed_total",
+            "PSI runs that failed, by outcome (invalid_point, wrong_count, timeout, ...).",
+            "outcome",
+            stats.failed.items(),
+        )
+        yield counter_by(
+            "crosstrace_psi_refused_total",
+            "PSI runs this member refused to answer, by reason.",
+            "reason",
+            stats.refused.items(),
+        )

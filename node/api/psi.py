@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from node.api.input import ApiError, read_body
-from node.api.metrics import Exposition
 from node.psi.inputs import PsiInputError
 from node.psi.run import run_json
 from node.psi.service import PsiError, PsiService
@@ -137,33 +136,3 @@ def _input_error(exc: PsiInputError) -> ApiError:
     problems = [{"line": p.line, "message": p.message} for p in exc.problems]
     status = 413 if exc.code == "too_large" else 400
     return ApiError(status, exc.code, exc.message, {"problems": problems})
-
-
-def write_metrics(service: PsiService, out: Exposition) -> None:
-    stats = service.stats
-    out.one(
-        "crosstrace_psi_runs_active",
-        "gauge",
-        "PSI runs going on here, asked or answered.",
-        sum(1 for run in service.runs.values() if run.active),
-    )
-    for name, help_text, value in (
-        ("started", "PSI runs this member asked for.", stats.started),
-        ("answered", "PSI runs this member answered.", stats.answered),
-        ("completed", "PSI runs completed and recorded here.", stats.completed),
-        ("stale_messages", "PSI messages for a run that had ended here.", stats.stale),
-        ("unknown_run_messages", "PSI messages for a run never had here.", stats.unknown_run),
-    ):
-        out.one(f"crosstrace_psi_{name}_total", "counter", help_text, value)
-    out.family(
-        "crosstrace_psi_failed_total",
-        "counter",
-        "PSI runs that failed, by outcome (invalid_point, wrong_count, timeout, ...).",
-        [({"outcome": code}, n) for code, n in sorted(stats.failed.items())],
-    )
-    out.family(
-        "crosstrace_psi_refused_total",
-        "counter",
-        "PSI runs this member refused to answer, by reason.",
-        [({"reason": code}, n) for code, n in sorted(stats.refused.items())],
-    )
