@@ -1,4 +1,10 @@
-"""The member list of one chain, and the quorum arithmetic of PBFT."""
+"""The member list of one chain, and the quorum arithmetic of PBFT.
+
+``n`` and ``f`` keep the paper's names (Castro and Liskov, section 4: n = |R| = 3f + 1
+replicas, at most f of them faulty). The paper's quorum is 2f + 1 of 3f + 1; for an n
+that is not 3f + 1 the quorum here is ceil((n + f + 1) / 2), which keeps the property
+the proofs need: any two quorums share at least one honest member.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ class Membership:
 
     @property
     def n(self) -> int:
+        """The number of members (the paper's |R|)."""
         return len(self.public_keys)
 
     @property
@@ -51,6 +58,8 @@ class Membership:
         return self.f + 1
 
     def primary(self, view: int) -> int:
+        """The primary of ``view``: p = v mod |R| (section 4), so at most f consecutive
+        views can have a faulty primary."""
         return view % self.n
 
     def is_member(self, index: int) -> bool:

@@ -4,6 +4,13 @@ A signed message's signature covers ``signing_bytes(chain_id, kind, body)``, whe
 body is the canonical encoding of every field but the signature. A PRE-PREPARE signs
 only the batch digest; the batch travels beside it in a ``Proposal`` and the receiver
 recomputes the digest, so certificates can quote a pre-prepare without its payload.
+
+The paper's messages (Castro and Liskov), by section: PRE-PREPARE, PREPARE and COMMIT
+(4.2, normal case), CHECKPOINT (4.3, garbage collection), VIEW-CHANGE and NEW-VIEW (4.4).
+Client REQUEST and REPLY have no message here: requests reach replicas through their
+hosts, and a block's commit certificate is the reply. The rest keep replicas live when
+messages are lost: STATUS (the heartbeat), NEW-VIEW-REQUEST, and BLOCK-REQUEST with its
+response (state transfer, ``consensus.sync``).
 """
 
 from __future__ import annotations

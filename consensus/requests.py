@@ -1,12 +1,25 @@
-"""Client requests waiting for consensus, as the replica sees them."""
+"""Client requests waiting for consensus, as the replica sees them.
+
+In the paper a client sends its request to the primary (Castro and Liskov, section 4.1)
+and the primary buffers requests while earlier ones are in progress, to multicast them
+later as a group (section 4.2). Here every member's host hands each request to its own
+replica (``RequestArrived``): the primary batches them into proposals, and a backup
+keeps them to judge proposals by and to time the primary with (a backup "is waiting
+for a request if it received a valid request and has not executed it", section 4.4).
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from consensus.blocks import Batch
 from consensus.crypto import hash_bytes
+from consensus.params import Params
+
+# The application's verdict on a request's content (the host's check, e.g. signatures).
+RequestCheck = Callable[[bytes], bool]
 
 
 def request_id(payload: bytes) -> bytes:
@@ -70,6 +83,30 @@ class RequestQueue:
             out.append(payload)
             size += len(payload)
         return out
+
+    def batch_acceptable(
+        self, batch: Batch, params: Params, check_request: RequestCheck | None
+    ) -> bool:
+        """Whether a fresh proposal's batch is one this replica may vote for: within the
+        size limits, no request twice, none already committed or proposed at another
+        height, and each one the application accepts."""
+        if len(batch.txs) > params.max_batch_txs or batch.size_bytes > params.max_batch_bytes:
+            return False
+        seen: set[bytes] = set()
+        for tx in batch.txs:
+            rid = request_id(tx)
+            if rid in seen or len(tx) > params.max_request_bytes:
+                return False
+            if self.is_committed(rid):
+                return False
+            elsewhere = self.in_flight.get(rid)
+            if elsewhere is not None and elsewhere != batch.height:
+                return False
+            # A request we hold already passed the check when it arrived.
+            if rid not in self.pending and check_request is not None and not check_request(tx):
+                return False
+            seen.add(rid)
+        return True
 
     def mark_in_flight(self, rids: Iterable[bytes], seq: int) -> None:
         for rid in rids:

@@ -21,7 +21,7 @@ class Verifier:
     def __init__(self, membership: Membership, capacity: int = 1 << 16) -> None:
         self.membership = membership
         self.capacity = capacity
-        self._ok: OrderedDict[tuple[int, str, bytes, bytes], None] = OrderedDict()
+        self._verified: OrderedDict[tuple[int, str, bytes, bytes], None] = OrderedDict()
         self.verifications = 0
 
     def _check(self, member: int, kind: str, body: bytes, signature: bytes) -> bool:
@@ -29,15 +29,15 @@ class Verifier:
             return False
         key_body = body if len(body) <= _LARGE_BODY else hash_bytes("cache", body)
         key = (member, kind, key_body, signature)
-        if key in self._ok:
-            self._ok.move_to_end(key)
+        if key in self._verified:
+            self._verified.move_to_end(key)
             return True
         self.verifications += 1
         if not self.membership.verify(member, kind, body, signature):
             return False
-        self._ok[key] = None
-        if len(self._ok) > self.capacity:
-            self._ok.popitem(last=False)
+        self._verified[key] = None
+        if len(self._verified) > self.capacity:
+            self._verified.popitem(last=False)
         return True
 
     def message(self, message: SignedMessage) -> bool:

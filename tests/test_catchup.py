@@ -74,14 +74,14 @@ def test_a_replica_that_synced_from_far_behind_gets_the_stable_checkpoint_and_vo
     h = Harness()
     h.crash(3)
     fill(h, 12, to=[0, 1, 2])
-    assert h.heights()[:3] == [12] * 3 and h.replicas[0].low == 12
+    assert h.heights()[:3] == [12] * 3 and h.replicas[0].low_watermark == 12
     h.restart(3)
     for i in range(4):
         h.fire(i, Timer.HEARTBEAT)
     h.deliver()
     assert h.heights()[3] == 12
     # Block sync alone brings no CHECKPOINT messages: the others hand over their proof.
-    assert h.replicas[3].low == 12
+    assert h.replicas[3].low_watermark == 12
     # Member 2 down: no quorum without member 3's votes, and no view change needed.
     h.crash(2)
     for i in range(PARAMS.max_batch_txs):
@@ -102,5 +102,5 @@ def test_a_long_sync_keeps_block_hashes_only_at_checkpoint_heights() -> None:
     replica.sync.start(0, 1, 12)
     entries = tuple(CertifiedBatch(b.to_batch(), c) for b, c in h.ledgers[0])
     h.step(3, MessageArrived(0, BlockResponse(entries)))
-    assert replica.executed == 12 and replica.low == 0  # no checkpoint proof seen yet
+    assert replica.executed == 12 and replica.low_watermark == 0  # no checkpoint proof seen yet
     assert sorted(replica.block_hashes) == list(range(0, 13, PARAMS.checkpoint_interval))

@@ -105,7 +105,7 @@ def test_view_change_keeps_a_prepared_but_uncommitted_block() -> None:
     h.fire(0, Timer.BATCH)
     h.deliver(keep=drop(Commit))  # pre-prepare and prepares arrive; every commit is lost
     assert h.heights() == [0, 0, 0, 0]
-    prepared = h.replicas[1].prepared_certs[1]
+    prepared = h.replicas[1].prepared_certificates[1]
     digest = prepared.pre_prepare.digest
     for i in (1, 2, 3):
         h.fire(i, Timer.REQUEST)  # the request waited a whole timeout
@@ -244,10 +244,10 @@ def test_checkpoints_become_stable_and_collect_garbage() -> None:
     h.deliver()
     assert h.heights() == [4, 4, 4, 4]
     for r in h.replicas:
-        assert r.low == 4
+        assert r.low_watermark == 4
         assert len(r.stable_proof) >= h.membership.quorum
         assert all(seq > 4 for (_, seq) in r.log.slots)
-        assert all(k[2] > 4 for k in r.votes)
+        assert all(k[2] > 4 for k in r.signatory.votes)
     assert all(d.stable_seq == 4 and not d.votes for d in h.durable)
 
 
@@ -398,11 +398,11 @@ def test_restart_with_a_stable_checkpoint_above_the_ledger_tip_fetches_the_gap()
     for i in range(4 * PARAMS.max_batch_txs):
         h.request(f"t{i}".encode())
     h.deliver()
-    assert h.replicas[3].low == 4
+    assert h.replicas[3].low_watermark == 4
     h.crash(3)
     h.ledgers[3] = h.ledgers[3][:2]  # blocks 3 and 4 were never applied
     h.restart(3)
-    assert h.replicas[3].low == 4 and h.replicas[3].executed == 2
+    assert h.replicas[3].low_watermark == 4 and h.replicas[3].executed == 2
     h.fire(3, Timer.HEARTBEAT)
     h.deliver()
     assert h.heights()[3] == 4

@@ -20,7 +20,8 @@ from consensus.messages import (
 )
 
 
-def _d(digest: bytes) -> str:
+def _short(digest: bytes) -> str:
+    """The first 8 hex digits: enough to tell digests apart in a trace."""
     return digest.hex()[:8]
 
 
@@ -28,21 +29,23 @@ def describe(message: Message) -> str:
     match message:
         case Proposal(pp, batch):
             return (
-                f"PRE-PREPARE v{pp.view} s{pp.seq} {_d(pp.digest)} from {pp.sender} "
+                f"PRE-PREPARE v{pp.view} s{pp.seq} {_short(pp.digest)} from {pp.sender} "
                 f"({len(batch.txs)} txs)"
             )
         case PrePrepare():
-            return f"PRE-PREPARE v{message.view} s{message.seq} {_d(message.digest)}"
+            return f"PRE-PREPARE v{message.view} s{message.seq} {_short(message.digest)}"
         case Prepare():
             return (
-                f"PREPARE v{message.view} s{message.seq} {_d(message.digest)} from {message.sender}"
+                f"PREPARE v{message.view} s{message.seq} {_short(message.digest)} "
+                f"from {message.sender}"
             )
         case Commit():
             return (
-                f"COMMIT v{message.view} s{message.seq} {_d(message.digest)} from {message.sender}"
+                f"COMMIT v{message.view} s{message.seq} {_short(message.digest)} "
+                f"from {message.sender}"
             )
         case Checkpoint():
-            return f"CHECKPOINT s{message.seq} {_d(message.block_hash)} from {message.sender}"
+            return f"CHECKPOINT s{message.seq} {_short(message.block_hash)} from {message.sender}"
         case ViewChange():
             return (
                 f"VIEW-CHANGE to v{message.new_view} from {message.sender} stable "

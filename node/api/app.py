@@ -105,7 +105,7 @@ class _Api:
                 "view": None if replica is None else replica.view,
                 "view_active": None if replica is None else replica.view_active,
                 "primary": None if replica is None else replica.primary,
-                "stable_checkpoint": None if replica is None else replica.low,
+                "stable_checkpoint": None if replica is None else replica.low_watermark,
                 "mempool": {"txs": len(runtime.mempool), "bytes": runtime.mempool.size_bytes},
                 "peers": self._peers(),
             }

@@ -112,7 +112,9 @@ class NodeCollector(Collector):
                 replica.view,
             )
             yield gauge(
-                "crosstrace_stable_checkpoint", "Height of the last stable checkpoint.", replica.low
+                "crosstrace_stable_checkpoint",
+                "Height of the last stable checkpoint.",
+                replica.low_watermark,
             )
         yield counter(
             "crosstrace_blocks_committed_total",
