@@ -19,15 +19,32 @@ failed attempt in a row up to 5 s, each delay drawn from [1/2, 1] of that with t
 transport's own ``random.Random``. A shorter session counts as a failure, so a peer
 that accepts and at once hangs up is not hammered.
 
-Hostile sockets. Accepted connections are capped: at most ``max_unauthenticated`` in
-the handshake and ``max_inbound`` in all; beyond either cap a new socket is closed at
-once (``rejected_connections``). A handshake not finished within
-``handshake_timeout_s`` is dropped (a dial's connect has a timeout of its own, the same
-length). Sockets still in the handshake cannot be told apart, so a storm that fills
-the handshake slots delays an honest member's reconnection by its backoff, while
-established sessions carry on untouched. Every size on the wire is checked before
-anything is buffered (``net.tcp_session``). Any framing, decryption or decoding error
-closes that connection only, logged and counted.
+Hostile sockets. Members come first. A socket in the handshake cannot be told from a
+member until Noise message 3 names its key, so the listener ranks what it can see:
+the source address, whether the socket has sent message 1 (a member sends it at once)
+and for how long (``net.admission`` has the rules and the reasoning). Accepted sockets
+that have not sent message 1 wait in a line of ``max_unauthenticated``, where a new
+socket takes the place of the oldest: silent sockets, however many, only ever displace
+each other, and a member's follows its connection with message 1 within a round trip.
+Handshakes that have started (message 1 read, message 2 sent) hold one of
+``max_unauthenticated`` slots; one not finished ``handshake_grace_s`` after starting
+gives its slot to the next message 1, and when none has stalled so long, that message 1
+is refused. Addresses that are no member's (the members' addresses are those the genesis
+and ``addresses`` give) hold at most ``max_handshakes_per_address`` handshakes each and
+only ever take strangers' places, while a member's address takes a stranger's place
+whenever it needs one. At ``max_inbound`` inbound sockets in all, or with fewer than
+``descriptor_reserve`` file descriptors free (``net.descriptors``), a new socket is
+admitted only in the place of one of those, else closed at once. So silent sockets and
+strangers' addresses cannot keep a member out; what can still delay one is a storm of
+sockets that stall after (part of) a well-formed message 1 from a member's own address
+(on 127.0.0.1 everyone shares it) faster than ``max_unauthenticated / handshake_grace_s``
+a second. Every refusal and eviction is counted by reason (``rejected_by_reason``,
+``evicted_by_reason``), and while they go on one line at most every 10 s logs the
+counts. A handshake not finished within ``handshake_timeout_s`` is dropped (a dial's
+connect has a timeout of its own, the same length); established sessions are never
+touched by any of this. Every size on the wire is checked before anything is buffered
+(``net.tcp_session``). Any framing, decryption or decoding error closes that connection
+only, logged and counted.
 
 Queues. ``send_nowait`` encodes the frame and puts it on the peer's bounded queue of
 ``queue_frames`` frames, which outlives connections, so frames sent during a short
@@ -50,7 +67,9 @@ from __future__ import annotations
 import errno
 import logging
 import random
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -58,6 +77,8 @@ from nacl.signing import SigningKey
 
 from consensus.codec import MAX_MESSAGE_BYTES, DecodeError
 from consensus.membership import Membership
+from net.admission import Handshake, HandshakePool, RejectReason, normalise_address
+from net.descriptors import DESCRIPTOR_RESERVE, DescriptorBudget
 from net.framing import MAX_LENGTH, FramingError
 from net.noise import NoiseError
 from net.secure_session import x25519_public_from_ed25519
@@ -90,6 +111,8 @@ WRITE_BATCH_BYTES = 256 * 1024  # queued frames gathered into one write
 DECODE_IN_THREAD_BYTES = 1 << 20  # larger frames are decoded off the event loop
 # accept() errors that mean "out of resources", not "listener broken" (as trio.serve_*)
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+PRESSURE_REPORT_S = 10.0  # at most one log line this often about refusals and evictions
+RESOLVE_TIMEOUT_S = 10.0
 
 
 class TcpTransport:
@@ -113,6 +136,9 @@ class TcpTransport:
         handshake_timeout_s: float = 5.0,
         max_inbound: int = 64,
         max_unauthenticated: int = 16,
+        max_handshakes_per_address: int = 2,
+        handshake_grace_s: float = 0.05,
+        descriptor_reserve: int = DESCRIPTOR_RESERVE,
         queue_frames: int = QUEUE_FRAMES,
         rng: random.Random | None = None,
     ) -> None:
@@ -124,7 +150,11 @@ class TcpTransport:
             raise ValueError(f"the seed is not member {me}'s node key")
         if not 1 <= max_frame_bytes <= MAX_LENGTH - 4:
             raise ValueError(f"max_frame_bytes must be in 1..{MAX_LENGTH - 4}")
-        if handshake_timeout_s <= 0 or queue_frames < 1 or max_unauthenticated < 1:
+        if (
+            min(handshake_timeout_s, handshake_grace_s) <= 0
+            or min(queue_frames, max_unauthenticated, max_handshakes_per_address) < 1
+            or descriptor_reserve < 0
+        ):
             raise ValueError("timeouts, queue sizes and caps must be positive")
         if max_inbound <= me:
             # Members 0..me-1 all dial us; keep room for them and one handshake more.
@@ -136,6 +166,7 @@ class TcpTransport:
         self.handshake_timeout_s = handshake_timeout_s
         self.max_inbound = max_inbound
         self.max_unauthenticated = max_unauthenticated
+        self.descriptor_reserve = descriptor_reserve
         # The Transport protocol declares ``stats: TransportStats`` as a settable
         # attribute, which mypy holds invariant: the same object, typed in full, is
         # ``tcp_stats``.
@@ -157,8 +188,19 @@ class TcpTransport:
             if i != me
         }
         self._inbox_in, self._inbox_out = trio.open_memory_channel[tuple[int, Frame]](queue_frames)
+        # Where members listen is where they most likely dial from: those addresses rank
+        # first for handshake slots (host names are resolved when ``run`` starts).
+        self._member_hosts = {host for host, _ in addresses}
+        self._pool = HandshakePool(
+            max_unauthenticated,
+            per_address=max_handshakes_per_address,
+            grace_s=handshake_grace_s,
+            member_addresses=_ip_addresses(self._member_hosts),
+        )
+        self._descriptors = DescriptorBudget(descriptor_reserve)
         self._inbound = 0
-        self._unauthenticated = 0
+        self._reported: tuple[dict[str, int], dict[str, int]] | None = None
+        self._reported_at = float("-inf")
         self._started = False
         self._closed = False
         self._run_scope: trio.CancelScope | None = None
@@ -221,13 +263,22 @@ class TcpTransport:
         return {i: peer.statistics() for i, peer in self._peers.items()}
 
     def statistics(self) -> TcpTransportStatistics:
+        limit = self._descriptors.limit
         return TcpTransportStatistics(
             port=self.port,
             connected_peers=sum(p.link is not None for p in self._peers.values()),
             inbound_connections=self._inbound,
-            unauthenticated_connections=self._unauthenticated,
+            unauthenticated_connections=len(self._pool),
             inbox_frames=self._inbox_out.statistics().current_buffer_used,
+            silent_handshakes=self._pool.waiting(),
+            stranger_handshakes=self._pool.strangers(),
+            descriptors_open=self._descriptors.in_use,
+            descriptors_limit=None if limit is None or limit < 0 else limit,
         )
+
+    def member_addresses(self) -> frozenset[str]:
+        """The IP addresses whose connections rank as members' for handshake slots."""
+        return frozenset(self._pool.member_addresses)
 
     async def wait_connected(self, member: int, sessions: int = 1) -> None:
         """Until a session with ``member`` is up, and at least ``sessions`` have been."""
@@ -251,6 +302,7 @@ class TcpTransport:
                     self._run_scope = nursery.cancel_scope
                     if self._closed:  # aclose came while we were binding
                         nursery.cancel_scope.cancel()
+                    nursery.start_soon(self._resolve_member_hosts)
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     for peer in self._peers.values():
@@ -276,29 +328,121 @@ class TcpTransport:
                 log.error("accept failed (%s); pausing 100 ms", exc)
                 await trio.sleep(0.1)
                 continue
-            if (
-                self._inbound >= self.max_inbound
-                or self._unauthenticated >= self.max_unauthenticated
-            ):
-                self.tcp_stats.rejected_connections += 1
-                log.debug(
-                    "connection refused: %d inbound, %d in handshake",
-                    self._inbound,
-                    self._unauthenticated,
-                )
+            handshake = self._admit(stream)
+            if handshake is None:
                 await trio.aclose_forcefully(stream)
                 continue
-            self._inbound += 1  # counted now, before the handler task gets to run
-            self._unauthenticated += 1
-            nursery.start_soon(self._handle_inbound, stream)
+            nursery.start_soon(self._handle_inbound, stream, handshake)
 
-    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        handshaking = True
+    def _admit(self, stream: trio.SocketStream) -> Handshake | None:
+        """The admission policy (``net.admission``): the new connection's handshake, or
+        None to close it at once. Counts it, and makes room by eviction if it must."""
+        now = trio.current_time()
+        address = _peer_ip(stream)
+        handshake = Handshake(
+            fd=stream.socket.fileno(),
+            address=address,
+            member_address=self._pool.is_member_address(address),
+            accepted_at=now,
+        )
+        decision = self._pool.admit(
+            handshake,
+            now,
+            inbound_full=self._inbound >= self.max_inbound,
+            descriptors_short=self._descriptors.short(now, own=self._inbound + 1),
+        )
+        if decision.evicted is not None:
+            self._evict(decision.evicted, handshake, now)
+        if not decision.admitted:
+            assert decision.pressure is not None
+            self._refuse(handshake, decision.pressure, now)
+            return None
+        self._inbound += 1  # counted now, before the handler task gets to run
+        return handshake
+
+    def _start(self, handshake: Handshake) -> None:
+        """Message 1 of an inbound handshake has arrived: it needs a started slot, and
+        when it gets none its handshake ends here (its scope is cancelled)."""
+        now = trio.current_time()
+        decision = self._pool.start(handshake, now)
+        if decision.evicted is not None:
+            self._evict(decision.evicted, handshake, now)
+        if handshake.refused:
+            self._refuse(handshake, "handshake_slots", now)
+            handshake.scope.cancel()
+
+    def _refuse(self, handshake: Handshake, reason: RejectReason, now: float) -> None:
+        self.tcp_stats.rejected_connections += 1
+        self.tcp_stats.rejected_by_reason[reason] += 1
+        log.debug(
+            "connection from %s refused (%s): %d inbound, %d in the handshake",
+            handshake.address,
+            reason,
+            self._inbound,
+            len(self._pool),
+        )
+        self._report_pressure(now)
+
+    def _evict(self, victim: Handshake, newcomer: Handshake, now: float) -> None:
+        assert victim.evicted is not None
+        self.tcp_stats.evicted_handshakes += 1
+        self.tcp_stats.evicted_by_reason[victim.evicted] += 1
+        self._inbound -= 1  # its handler closes the socket and does not count it again
+        victim.scope.cancel()
+        log.debug(
+            "handshake with %s evicted (%s) for one from %s",
+            victim.address,
+            victim.evicted,
+            newcomer.address,
+        )
+        self._report_pressure(now)
+
+    def _report_pressure(self, now: float) -> None:
+        """One log line at most every ``PRESSURE_REPORT_S`` while connections are refused
+        or evicted: the counts since the last one."""
+        if now - self._reported_at < PRESSURE_REPORT_S:
+            return
+        stats = self.tcp_stats
+        last = self._reported or ({}, {})
+        refused = {k: v - last[0].get(k, 0) for k, v in stats.rejected_by_reason.items()}
+        evicted = {k: v - last[1].get(k, 0) for k, v in stats.evicted_by_reason.items()}
+        self._reported = (dict(stats.rejected_by_reason), dict(stats.evicted_by_reason))
+        self._reported_at = now
+        log.info(
+            "member %d: p2p listener under pressure: %d connections refused %s, %d handshakes "
+            "evicted %s since the last report",
+            self.me,
+            sum(refused.values()),
+            {k: v for k, v in refused.items() if v},
+            sum(evicted.values()),
+            {k: v for k, v in evicted.items() if v},
+        )
+
+    async def _resolve_member_hosts(self) -> None:
+        """Adds the addresses of members given by host name, once; failures only logged."""
+        for host in sorted(self._member_hosts):
+            if normalise_address(host) is not None or not host:
+                continue
+            with trio.move_on_after(RESOLVE_TIMEOUT_S):
+                try:
+                    infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+                except OSError as exc:
+                    log.info("member address %s not resolved: %s", host, exc)
+                    continue
+                found = _ip_addresses(str(info[4][0]) for info in infos)
+                self._pool.member_addresses |= found
+                for handshake in self._pool:
+                    handshake.member_address |= handshake.address in found
+
+    async def _handle_inbound(self, stream: trio.SocketStream, handshake: Handshake) -> None:
         try:
             tune_socket(stream)
-            secure = await self._handshake(stream, None, None)
-            self._unauthenticated -= 1
-            handshaking = False
+            secure: SecureConnection | None = None
+            with handshake.scope:  # cancelled by an eviction
+                secure = await self._handshake(stream, None, None, partial(self._start, handshake))
+            self._pool.remove(handshake)
+            if handshake.evicted is not None or handshake.refused:
+                return  # (it may have finished as it was evicted)
             if secure is None:
                 return
             if secure.member >= self.me:
@@ -310,9 +454,9 @@ class TcpTransport:
                 return
             await self._serve(self._peers[secure.member], secure, "inbound")
         finally:
-            if handshaking:
-                self._unauthenticated -= 1
-            self._inbound -= 1
+            self._pool.remove(handshake)
+            if handshake.evicted is None:
+                self._inbound -= 1
             await trio.aclose_forcefully(stream)
 
     async def _dial_loop(self, peer: Peer) -> None:
@@ -351,7 +495,11 @@ class TcpTransport:
             await trio.aclose_forcefully(stream)
 
     async def _handshake(
-        self, stream: trio.SocketStream, expected: int | None, peer: Peer | None
+        self,
+        stream: trio.SocketStream,
+        expected: int | None,
+        peer: Peer | None,
+        started: Callable[[], None] | None = None,
     ) -> SecureConnection | None:
         where = remote_address(stream) if expected is None else f"member {expected}"
         with trio.move_on_after(self.handshake_timeout_s):
@@ -363,6 +511,7 @@ class TcpTransport:
                     members=self._members_by_key,
                     expected=expected,
                     max_message=self.max_frame_bytes,
+                    started=started,
                 )
             except ConnectionDropped as exc:
                 self._count(exc.counter)
@@ -465,6 +614,24 @@ class TcpTransport:
 
     def _count(self, counter: Counter) -> None:
         setattr(self.tcp_stats, counter, getattr(self.tcp_stats, counter) + 1)
+
+
+def _ip_addresses(hosts: Iterable[str]) -> set[str]:
+    """The IP address literals among ``hosts``, normalised; wildcards left out."""
+    found = set()
+    for host in hosts:
+        address = normalise_address(host)
+        if address is not None and address not in {"0.0.0.0", "::"}:
+            found.add(address)
+    return found
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    try:
+        host = stream.socket.getpeername()[0]
+    except OSError:
+        return ""  # already gone; its handshake fails at once
+    return normalise_address(str(host)) or str(host)
 
 
 if TYPE_CHECKING:  # TcpTransport must satisfy the protocol the runtime is written against

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
+from net.admission import EVICT_REASONS, REJECT_REASONS
 from net.tcp_session import SecureConnection
 from net.transport import TransportStats
 
@@ -30,7 +31,16 @@ class TcpStats(TransportStats):
     unknown_peers: int = 0  # the remote static key is no genesis member's
     wrong_peer: int = 0  # we dialled member j and someone else answered
     wrong_direction: int = 0  # a member that must wait for our call dialled us
-    rejected_connections: int = 0  # over max_unauthenticated or max_inbound
+    rejected_connections: int = 0  # inbound sockets closed at once, all reasons
+    # By reason (``net.admission``): handshake_slots, inbound, descriptors, per_address.
+    rejected_by_reason: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0)
+    )
+    evicted_handshakes: int = 0  # handshakes ended early to make room, all reasons
+    # By reason: displaced (silent), stalled, stranger.
+    evicted_by_reason: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(EVICT_REASONS, 0)
+    )
     replaced_connections: int = 0  # a newer connection from the same member won
     framing_errors: int = 0
     decrypt_failures: int = 0
@@ -66,6 +76,10 @@ class TcpTransportStatistics:
     inbound_connections: int
     unauthenticated_connections: int
     inbox_frames: int
+    silent_handshakes: int = 0  # of those in the handshake, not yet sent message 1
+    stranger_handshakes: int = 0  # of those in the handshake, from no member's address
+    descriptors_open: int | None = None  # the listener's last estimate (None: unknown)
+    descriptors_limit: int | None = None  # the soft RLIMIT_NOFILE (None: unknown)
 
 
 def backoff_delay(

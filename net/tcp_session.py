@@ -21,7 +21,7 @@ caller closes the stream. Timeouts are the caller's cancel scopes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 import trio
@@ -104,10 +104,13 @@ async def establish(
     members: Mapping[bytes, int],
     expected: int | None,
     max_message: int,
+    started: Callable[[], None] | None = None,
 ) -> SecureConnection:
     """Run Noise_XX on ``stream``: as initiator when we dialled member ``expected``,
     as responder when ``expected`` is None. ``members`` maps each genesis member's
-    X25519 static key to its index.
+    X25519 static key to its index. A responder calls ``started`` once message 1 has
+    arrived and is well formed, before answering it (the listener's admission policy
+    may end the handshake there by cancelling).
 
     The initiator learns the responder's key from message 2 and refuses anyone but
     the member it dialled before revealing its own key in message 3. The responder
@@ -127,6 +130,8 @@ async def establish(
         else:
             session = SecureSession.responder(seed, prologue(chain_id))
             session.read_handshake(await _handshake_message(reader))
+            if started is not None:
+                started()
             await _send_frame(stream, session.write_handshake())
             session.read_handshake(await _handshake_message(reader))
             member = _member_of(session, members)

@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 
 from consensus.codec import MAX_MESSAGE_BYTES
+from net.descriptors import raise_open_file_limit
 from net.tcp import TcpTransport
 from node.api.app import build_app, serve_api
 from node.details.service import DAY_MS, PrivateDetailsService
@@ -139,6 +140,8 @@ async def serve(
     files: NodeFiles, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     config, genesis = files.config, files.genesis
+    # Sockets, LMDB and logs share one descriptor table: take all the kernel allows.
+    log.info("%s", raise_open_file_limit())
     try:
         store = LedgerStore.open(
             config.node.data_dir,

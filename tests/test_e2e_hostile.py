@@ -285,15 +285,16 @@ def test_a_connection_storm_leaves_members_connected_and_the_cap_holds(
     watch = Watch()
     try:
         # Wave 1: 240 connections to one node that never finish the handshake (nothing
-        # sent, or half a length prefix). The first MAX_UNAUTHENTICATED fill the handshake
-        # slots until the deadline; every other one must be closed at once.
+        # sent, or half a length prefix). At most MAX_UNAUTHENTICATED hold a handshake slot
+        # at a time: the rest are refused at once, or take the slot of one that ranks
+        # below them (``net.admission``) and lose it in turn to a later one.
         for k in range(240):
             sock = dial(c.p2p_ports[target])
             opened, ports[sock] = time.monotonic(), local_port(sock)
             if k % 2:
                 send_quietly(sock, b"\x00\x00")
             watch.add(sock, opened)
-        # Wave 2, while the slots are full: 180 more of every kind, spread over all three.
+        # Wave 2, while the slots are taken: 180 more of every kind, over all three.
         for k in range(180):
             sock_or_none = churn(c.p2p_ports[HONEST[k % 3]], k // 3, c.chain_id)
             if sock_or_none is not None:
@@ -301,6 +302,7 @@ def test_a_connection_storm_leaves_members_connected_and_the_cap_holds(
         # Members keep ordering while the handshake slots are taken.
         c.commit_on_every_node()
         watch.finish(3 * HANDSHAKE_TIMEOUT_S)
+        storm_ended = time.monotonic()  # wave 2's churned sockets are still open until now
     finally:
         watch.abort()
         for sock in churned:
@@ -309,19 +311,19 @@ def test_a_connection_storm_leaves_members_connected_and_the_cap_holds(
             sock.close()
     held = watch.opened
     assert len(watch.lifetimes) == len(held), "the node left storm connections open"
-    # One that got a handshake slot is dropped at the deadline; one refused for the cap is
-    # closed as soon as the node accepts it, well before.
+    # One that kept a handshake slot is dropped at the deadline; one refused for the cap,
+    # or evicted for a newer one, is closed well before.
     granted = [s for s, t in watch.lifetimes.items() if t >= HANDSHAKE_TIMEOUT_S * 0.75]
-    refused = [t for t in watch.lifetimes.values() if t < HANDSHAKE_TIMEOUT_S * 0.75]
-    assert refused, "no storm connection was refused"
+    early = [t for t in watch.lifetimes.values() if t < HANDSHAKE_TIMEOUT_S * 0.75]
+    assert early, "no storm connection was refused"
     print(
-        f"storm: {len(held)} held connections to node{target}: {len(granted)} got a handshake "
-        f"slot, {len(refused)} were closed at once (the slowest after {max(refused):.3f} s)"
+        f"storm: {len(held)} held connections to node{target}: {len(granted)} kept a "
+        f"handshake slot to the deadline, {len(early)} were refused or evicted before "
+        f"(the slowest after {max(early):.3f} s)"
     )
-    assert 1 <= len(granted) <= MAX_UNAUTHENTICATED
+    assert len(granted) <= MAX_UNAUTHENTICATED
     assert all(watch.lifetimes[s] <= HANDSHAKE_TIMEOUT_S + 1.5 for s in granted)
-    first_drop = min(held[s] + watch.lifetimes[s] for s in granted)
-    assert c.load.committed_during(started, first_drop) >= 1
+    assert c.load.committed_during(started, storm_ended) >= 1
     for sock in granted:
         c.wait_log(
             target,

@@ -4,6 +4,7 @@ and the queue policy. Real sockets, so the real clock: every test has a ``fail_a
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -417,12 +418,25 @@ async def test_garbage_before_the_handshake_is_dropped(opening: bytes) -> None:
 async def test_inbound_connections_are_capped_in_total() -> None:
     with trio.fail_after(10):
         async with cluster() as c:
-            t1 = await c.start(1, max_inbound=2)
+            # A long grace: the started handshakes below must not turn stalled meanwhile.
+            t1 = await c.start(1, max_inbound=2, handshake_grace_s=10.0)
             port = c.addresses[1][1]
-            streams = [await trio.open_tcp_stream(LOCAL, port) for _ in range(3)]
+            stats = t1.tcp_stats
+            streams = [await trio.open_tcp_stream(LOCAL, port) for _ in range(2)]
             try:
-                await closed_by_peer(streams[2])  # over the cap: closed at once
-                assert t1.tcp_stats.rejected_connections == 1
+                # Over the cap, a new socket takes the place of the oldest silent one...
+                streams.append(await trio.open_tcp_stream(LOCAL, port))
+                await closed_by_peer(streams[0])
+                assert stats.evicted_by_reason["displaced"] == 1
+                assert t1.statistics().inbound_connections == 2
+                # ...but not of one that has started its handshake: then it is refused.
+                for stream in streams[1:]:
+                    await send_frame(stream, stalled_message_1())
+                await until(lambda: t1.statistics().unauthenticated_connections == 2)
+                streams.append(await trio.open_tcp_stream(LOCAL, port))
+                await closed_by_peer(streams[3])  # over the cap: closed at once
+                assert stats.rejected_connections == 1
+                assert stats.rejected_by_reason["inbound"] == 1
                 assert t1.statistics().inbound_connections == 2
             finally:
                 for stream in streams:
@@ -524,9 +538,11 @@ async def test_a_connection_storm_does_not_stop_honest_members() -> None:
                 for stream in storm:
                     await trio.aclose_forcefully(stream)
             stats = t1.tcp_stats
-            assert stats.rejected_connections > 0
+            assert stats.rejected_connections + stats.evicted_handshakes > 0
+            assert stats.rejected_connections == sum(stats.rejected_by_reason.values())
+            assert stats.evicted_handshakes == sum(stats.evicted_by_reason.values())
             dropped = stats.handshake_failures + stats.handshake_timeouts
-            assert stats.rejected_connections + dropped == 100
+            assert stats.rejected_connections + stats.evicted_handshakes + dropped == 100
             await until(lambda: t1.statistics().unauthenticated_connections == 0)
             assert t1.statistics().inbound_connections == 1
             # After all that, a fresh honest connection still gets in.
@@ -537,6 +553,125 @@ async def test_a_connection_storm_does_not_stop_honest_members() -> None:
             t1.send_nowait(0, status(1, 1001))
             assert await t1.receive() == (0, status(0, 1000))
             assert await t0.receive() == (1, status(1, 1001))
+
+
+async def stranger(port: int, source: str = LOCAL) -> trio.SocketStream:
+    return await trio.open_tcp_stream(LOCAL, port, local_address=source)
+
+
+def stalled_message_1() -> bytes:
+    """A well-formed Noise message 1 under a throwaway key: a stranger that will stop."""
+    session = SecureSession.initiator(os.urandom(32), prologue(CHAIN))
+    return framing.encode_frame(session.write_handshake(), MAX_NOISE_MESSAGE)
+
+
+async def test_a_member_gets_a_handshake_slot_while_strangers_hammer_them_all() -> None:
+    """Strangers from the members' own address (127.0.0.1) hold every handshake slot and
+    take each one back the moment they lose it: most silent, a few stalling after a
+    well-formed message 1. The handshake deadline is long, so a slot only frees up by
+    the admission policy. A member that starts now is connected within its first few
+    dials, and the counters say what happened to the strangers."""
+    with trio.fail_after(30):
+        async with cluster(max_unauthenticated=4, handshake_timeout_s=10.0) as c:
+            t1 = await c.start(1)
+            port = c.addresses[1][1]
+            opened = 0
+
+            async def hammer(k: int) -> None:
+                nonlocal opened
+                while True:
+                    try:
+                        stream = await stranger(port)
+                    except OSError:
+                        await trio.sleep(0.01)
+                        continue
+                    opened += 1
+                    try:
+                        if k % 8 == 0:
+                            with suppress(trio.BrokenResourceError):
+                                await stream.send_all(stalled_message_1())
+                        await closed_by_peer(stream)  # then at once again
+                    finally:
+                        await trio.aclose_forcefully(stream)
+
+            async with trio.open_nursery() as storm:
+                for k in range(24):
+                    storm.start_soon(hammer, k)
+                await until(lambda: t1.statistics().unauthenticated_connections >= 4)
+                await trio.sleep(0.5)
+                assert t1.tcp_stats.evicted_by_reason["displaced"] > 0  # full, and churning
+                started = trio.current_time()
+                t0 = await c.start(0)
+                await t1.wait_connected(0)
+                took = trio.current_time() - started
+                t0.send_nowait(1, status(0, 1))
+                assert await t1.receive() == (0, status(0, 1))
+                storm.cancel_scope.cancel()
+            stats = t1.tcp_stats
+            print(
+                f"member 0 connected after {took:.2f} s and {stats.handshakes_completed} "
+                f"handshakes, among {opened} stranger connections: refused "
+                f"{stats.rejected_by_reason}, evicted {stats.evicted_by_reason}"
+            )
+            # Its first dial, or one of the next few (backoff 0.1, 0.2, 0.4 s...).
+            assert took < 2.0
+            assert stats.evicted_by_reason["displaced"] > 0
+            assert stats.rejected_connections == sum(stats.rejected_by_reason.values())
+            # Four waiting for message 1, four started at most.
+            assert t1.statistics().unauthenticated_connections <= 8
+            await until(lambda: t1.statistics().unauthenticated_connections == 0)
+            assert t1.statistics().inbound_connections == 1
+
+
+async def test_strangers_addresses_get_a_share_and_give_way_to_members_addresses() -> None:
+    """The members' genesis addresses are 127.0.0.1 here; 127.0.0.5-7 are strangers'.
+    The grace is long, so no started handshake turns stalled during the test."""
+    with trio.fail_after(10):
+        async with cluster(
+            max_unauthenticated=3, max_handshakes_per_address=2, handshake_grace_s=10.0
+        ) as c:
+            t1 = await c.start(1)
+            port = c.addresses[1][1]
+            assert t1.member_addresses() == {LOCAL}
+            stats = t1.tcp_stats
+            streams: list[trio.SocketStream] = []
+
+            async def started(source: str) -> trio.SocketStream:
+                stream = await stranger(port, source)
+                streams.append(stream)
+                await stream.send_all(stalled_message_1())
+                return stream
+
+            try:
+                a1 = await started("127.0.0.5")
+                assert await a1.receive_some(65536)  # message 2: it started
+                a2 = await started("127.0.0.5")
+                assert await a2.receive_some(65536)
+                a3 = await stranger(port, "127.0.0.5")
+                streams.append(a3)
+                await closed_by_peer(a3)  # a third from one stranger's address
+                assert stats.rejected_by_reason["per_address"] == 1
+                b1 = await started("127.0.0.6")
+                assert await b1.receive_some(65536)
+                assert t1.statistics().unauthenticated_connections == 3
+                assert t1.statistics().stranger_handshakes == 3
+                # Every started slot is taken, by young handshakes: a member's address
+                # takes the oldest stranger's.
+                member = await started(LOCAL)
+                await closed_by_peer(a1)
+                assert stats.evicted_by_reason["stranger"] == 1
+                assert await member.receive_some(65536)
+                assert t1.statistics().stranger_handshakes == 2
+                # A stranger's message 1 finds no slot a stranger may take: refused.
+                c1 = await started("127.0.0.7")
+                await closed_by_peer(c1)
+                assert stats.rejected_by_reason["handshake_slots"] == 1
+                assert stats.rejected_connections == 2
+                assert t1.statistics().unauthenticated_connections == 3
+            finally:
+                for stream in streams:
+                    await trio.aclose_forcefully(stream)
+            await until(lambda: t1.statistics().unauthenticated_connections == 0)
 
 
 # ------------------------------------------------------------------ configuration

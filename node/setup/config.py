@@ -168,7 +168,10 @@ class P2PSection:
     )
     max_unauthenticated: int = field(
         default=16,
-        metadata=_meta("Most inbound connections still in the handshake.", range=(1, 10_000)),
+        metadata=_meta(
+            "Most inbound handshakes under way; as many again may wait for their first byte.",
+            range=(1, 10_000),
+        ),
     )
     handshake_timeout_s: float = field(
         default=5.0,
