@@ -14,6 +14,7 @@ from consensus.codec import DecodeError, encode_value, pack, to_wire
 from consensus.crypto import Signer, hash_bytes, signing_bytes, verify_signature
 from node.identifiers.normalize import EntityType
 from node.identifiers.pseudonym import EntityRef, entity_ref
+from node.identifiers.screen import find_raw_identifier, scan_for_raw_identifier
 from node.ledger.kinds import (
     CATEGORIES,
     QUERY_KINDS,
@@ -27,8 +28,6 @@ from node.ledger.kinds import (
     Close,
     Link,
     Report,
-    find_raw_identifier,
-    scan_for_raw_identifier,
 )
 from node.ledger.transactions import (
     MAX_TX_BYTES,
@@ -430,6 +429,9 @@ def test_replay() -> None:
     validate_tx(signed("telecom", report(), nonce=7), context)
 
 
+ARABIC = str.maketrans("0123456789", "".join(chr(0x0660 + i) for i in range(10)))
+
+
 @pytest.mark.parametrize(
     ("body", "path", "what"),
     [
@@ -444,6 +446,19 @@ def test_replay() -> None:
         (report(case_id="case-13800138000"), "report.case_id", "phone"),
         (case(purpose="suspect uses IMEI 352099001761481"), "case.purpose", "IMEI"),
         (case(purpose="ID 11010519491231002X seen"), "case.purpose", "ID number"),
+        # Any separator, any script's digits: what an outside tester got onto a ledger.
+        (
+            report(attributes=(Attribute("victim", "139.1234.5678"),)),
+            "attributes[0].value",
+            "phone",
+        ),
+        (report(attributes=(Attribute("v", "06.12.34.56.78"),)), "value", "phone"),
+        (report(attributes=(Attribute("v", "13912345678".translate(ARABIC)),)), "value", "phone"),
+        (
+            case(purpose="Caller 139.8765.4321 and Li Wei of 12 Xinhua Rd"),
+            "case.purpose",
+            "phone",
+        ),
     ],
 )
 def test_raw_identifier(body: Body, path: str, what: str) -> None:
@@ -453,6 +468,7 @@ def test_raw_identifier(body: Body, path: str, what: str) -> None:
     assert path in error.message and what in error.message
     assert "a raw identifier never enters a transaction" in error.message
     assert "0013" not in error.message and "@" not in error.message
+    assert "1234" not in error.message and "8765" not in error.message
 
 
 POSITIVE = [
@@ -493,7 +509,11 @@ def test_detector_passes(text: str) -> None:
 
 
 @given(
-    st.text(alphabet="0123456789abcdefABXZ @:-()./\u2460\uff10\uff20", max_size=24),
+    st.text(
+        alphabet="0123456789abcdeftABXZOoIl| @:-()./_,;'[]"
+        "\u2460\uff10\uff20\u0663\u200b\u00a0\u2010\u041e",
+        max_size=24,
+    ),
     st.booleans(),
 )
 @settings(max_examples=500)

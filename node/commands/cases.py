@@ -114,7 +114,7 @@ def case() -> None:
     \b
     Example:
       crosstrace case open HZ-2026-0193 --home ./consortium/node0 \\
-          --purpose "Telecom fraud ring, report 2026/1187" \\
+          --purpose "Telecom fraud ring, report no. 1187 of 2026" \\
           --scope phone:+8613800138000 --scope account:6222020200112233445 \\
           --from 2026-10-01 --expires-in 30d
       crosstrace case approve HZ-2026-0193 --home ./consortium/node1

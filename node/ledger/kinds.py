@@ -1,9 +1,10 @@
-"""Body types of the transaction kinds, and the raw-identifier detector.
+"""Body types of the transaction kinds.
 
 A body's ``__post_init__`` checks what holds regardless of context (fixed
 vocabularies, commitment sizes, ordering); the codec turns its ``ValueError`` into a
 decode error, so a body that breaks them can neither be built nor decoded. Size limits
-and the raw-identifier scan need their own rejection codes and live in validation.
+and the raw-identifier screen (``node.identifiers.screen``) need their own rejection
+codes and live in validation.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from consensus.crypto import DIGEST_SIZE
-from node.identifiers.normalize import IBAN_LENGTHS, EntityType, iban_is_valid
+from node.identifiers.normalize import EntityType
 from node.identifiers.pseudonym import EntityRef
 
 CATEGORIES = (
@@ -286,65 +286,3 @@ def body_strings(obj: Any, path: str) -> Iterator[tuple[str, str]]:
     elif dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
             yield from body_strings(getattr(obj, f.name), f"{path}.{f.name}")
-
-
-# --- raw-identifier detector ---------------------------------------------------------
-#
-# It catches the honest mistake (an operator pasting "victim 138 0013 8000" into an
-# attribute), not a member set on smuggling data out: that one can spell digits as
-# words. So it is tuned for the forms people and systems actually write, and errs
-# towards refusing: a refused transaction says which field to fix, a leaked identifier
-# is on every member's disk for good. Known costs: amounts of a million or more must be
-# written with thousands separators, and hex digests belong in commitment fields.
-
-_MIN_DIGITS = 7
-# An IBAN is at least 15 characters (2 letters, 2 digits, 11 more), a MAC address 17.
-_SHORTEST_PATTERN = 15
-# Digits joined by up to two spaces, dashes or parentheses: "138 0013 8000",
-# "(010) 6234-5678". Dots are not joiners, or every decimal amount would match.
-_DIGIT_GROUP = re.compile(r"\d(?:[ \-()]{0,2}\d)*")
-_DIGIT_RUN = re.compile(rf"\d{{{_MIN_DIGITS},}}")
-# Dates and times are the common legitimate digit groups; they are masked first.
-_DATE_TIME = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
-_MAC = re.compile(r"(?<![0-9a-f])[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}(?![0-9a-f])", re.IGNORECASE)
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,32}")
-
-
-def find_raw_identifier(text: str, structured: bool = False) -> str | None:
-    """Name the kind of raw identifier ``text`` seems to contain, or None.
-
-    ``structured`` is for identifiers such as case ids, where dash-separated digit
-    groups ("HZ-2024-0001") are the norm: only unbroken digit runs count there.
-    """
-    if (
-        len(text) < _SHORTEST_PATTERN
-        and text.isascii()  # NFKC could turn other characters into digits or "@"
-        and "@" not in text
-        and sum(c.isdigit() for c in text) < _MIN_DIGITS
-    ):
-        return None  # too short for a MAC or an IBAN, no email, too few digits
-    return scan_for_raw_identifier(text, structured)
-
-
-def scan_for_raw_identifier(text: str, structured: bool = False) -> str | None:
-    """``find_raw_identifier`` without its shortcut for short strings."""
-    text = unicodedata.normalize("NFKC", text)
-    if _EMAIL.search(text):
-        return "an email address"
-    if _MAC.search(text):
-        return "a MAC address"
-    for match in _IBAN_START.finditer(text):
-        compact = re.sub(r"[ \-]", "", match.group()).upper()
-        length = IBAN_LENGTHS.get(compact[:2])
-        if length is not None and iban_is_valid(compact[:length]):
-            return "an IBAN"
-    if structured:
-        if _DIGIT_RUN.search(text):
-            return "a phone, account, IMEI or ID number"
-        return None
-    masked = _DATE_TIME.sub("D", text)
-    for match in _DIGIT_GROUP.finditer(masked):
-        if sum(c.isdigit() for c in match.group()) >= _MIN_DIGITS:
-            return "a phone, account, IMEI or ID number"
-    return None

@@ -28,6 +28,7 @@ from consensus.crypto import (
     signing_bytes,
     verify_signature,
 )
+from node.identifiers.screen import find_raw_identifier
 from node.ledger.kinds import (
     BODY_TYPES,
     KIND_ROLES,
@@ -38,7 +39,6 @@ from node.ledger.kinds import (
     PsiRun,
     Report,
     body_strings,
-    find_raw_identifier,
 )
 
 MAX_TX_BYTES = 16 * 1024
@@ -307,7 +307,8 @@ def _check_body(tx: Transaction, body: Body, ctx: TxContext) -> None:
                 f"{path} has {len(text)} characters, at most {MAX_STRING_CHARS}",
             )
         # Control characters would let a submitter forge lines in logs and audits, and
-        # invisible format characters (zero-width space) would slip digits past the scan.
+        # invisible format characters (zero-width space) hide text from whoever reads it
+        # (the raw-identifier screen drops them before it looks for digits).
         # isprintable() is False for every Cc and Cf character (and a few more), so
         # the common printable string skips the per-character look-up.
         if not text.isprintable() and any(unicodedata.category(c) in ("Cc", "Cf") for c in text):

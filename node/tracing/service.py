@@ -38,6 +38,7 @@ from consensus.codec import MAX_UINT
 from node.host.runtime import NodeRuntime
 from node.identifiers.normalize import EntityType, NormalizationError
 from node.identifiers.pseudonym import EntityRef, PseudonymKey
+from node.identifiers.screen import find_raw_identifier
 from node.ledger.cases import (
     APPROVER_ROLE,
     OPENER_ROLE,
@@ -46,7 +47,7 @@ from node.ledger.cases import (
     CaseState,
     CaseStatus,
 )
-from node.ledger.kinds import KIND_ROLES, Access, Approve, Body, Case, Close, find_raw_identifier
+from node.ledger.kinds import KIND_ROLES, Access, Approve, Body, Case, Close
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS, encode_tx, make_tx
 from node.setup.genesis import Genesis
