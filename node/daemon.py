@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -22,7 +23,9 @@ import trio
 from consensus.codec import MAX_MESSAGE_BYTES
 from net.descriptors import raise_open_file_limit
 from net.tcp import TcpTransport
-from node.api.app import build_app, serve_api
+from node.api.app import build_app
+from node.api.guard import GuardPolicy, allowed_names
+from node.api.server import serve_api
 from node.details.service import DAY_MS, PrivateDetailsService
 from node.details.store import PrivateStore
 from node.host.assemble import build_runtime
@@ -224,9 +227,21 @@ async def _run_node(
         await nursery.start(psi.run)
         api_host, api_port = split_host_port(config.api.listen, allow_port_zero=True)
         try:
+            app = build_app(
+                runtime,
+                store,
+                genesis,
+                details=details,
+                tracing=tracing,
+                psi=psi,
+                guard=GuardPolicy(
+                    allowed_names(api_host), body_deadline_s=config.api.body_timeout_s
+                ),
+                body_budget_bytes=config.api.body_budget_mib * MIB,
+            )
             api_port = await nursery.start(
-                serve_api,
-                build_app(runtime, store, genesis, details=details, tracing=tracing, psi=psi),
+                partial(serve_api, max_connections=config.api.max_connections),
+                app,
                 api_host,
                 api_port,
             )

@@ -37,7 +37,7 @@ async def api_on_cluster(
         await cluster.start(nursery)
         app = build_app(cluster.runtime(0), cluster.store(0), cluster.genesis, **app_options)
         asgi = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=asgi, base_url="http://node0") as client:
+        async with httpx.AsyncClient(transport=asgi, base_url="http://127.0.0.1") as client:
             yield cluster, app, client
         await cluster.stop()
         nursery.cancel_scope.cancel()

@@ -19,8 +19,8 @@ from cluster_helpers import report_tx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from node.api.app import serve_api
 from node.api.input import MAX_BATCH, MAX_BODY_BYTES
+from node.api.server import serve_api
 from node.host.latency import LatencyHistogram
 from node.ledger.store import StoreCorruptError
 from node.ledger.transactions import MAX_TX_BYTES
@@ -247,9 +247,10 @@ async def asgi_post(
         "raw_path": b"/txs",
         "query_string": b"",
         "root_path": "",
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        "headers": [(b"host", b"127.0.0.1")]
+        + [(k.encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 40000),
-        "server": ("node0", 80),
+        "server": ("127.0.0.1", 80),
     }
     await app(scope, receive, send)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -304,8 +305,10 @@ async def test_lookups_refuse_malformed_ids_and_heights_and_miss_with_404(tmp_pa
             wrong = await client.delete("/status")
             assert_error(wrong, 405, "method_not_allowed")
             assert "GET" in wrong.headers["allow"]
+            head = await client.head("/status")  # HEAD wherever there is GET
+            assert head.status_code == 200 and head.content == b""
             assert_error(await client.get("/txs"), 405, "method_not_allowed")
-            assert_error(await client.post("/blocks/1"), 405, "method_not_allowed")
+            assert_error(await client.post("/blocks/1", json={}), 405, "method_not_allowed")
 
             tx = report_tx(cluster, 0, 1, now_ms())
             await client.post("/txs?wait=true", content=tx, headers=OCTETS)
@@ -329,7 +332,7 @@ async def test_a_broken_store_answers_500_in_the_same_error_shape(
             monkeypatch.setattr(cluster.store(0), "block", broken)
             # Starlette re-raises after answering (for the server's log); keep the answer.
             asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=asgi, base_url="http://node0") as client:
+            async with httpx.AsyncClient(transport=asgi, base_url="http://127.0.0.1") as client:
                 assert_error(await client.get("/blocks/1"), 500, "internal")
                 assert (await client.get("/status")).status_code == 200
 

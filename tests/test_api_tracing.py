@@ -33,6 +33,9 @@ from node.tracing.service import TracingService
 pytestmark = pytest.mark.timeout(90)
 
 
+JSON = {"content-type": "application/json"}
+
+
 def error(response: httpx.Response, status: int, code: str) -> str:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
@@ -267,7 +270,7 @@ async def test_every_refusal_of_a_query_with_its_exact_message(tmp_path: Path) -
             )
 
             # Closed: by the opener, then nothing more is answered under it.
-            closed = await client.post("/cases/HZ-1/close")
+            closed = await client.post("/cases/HZ-1/close", json={})
             assert closed.status_code == 200, closed.text
             height = closed.json()["height"]
             await tc.settle()
@@ -293,7 +296,9 @@ async def test_an_expired_case_authorises_nothing(tmp_path: Path) -> None:
             assert message == f"case 'HZ-EXP' expired at {format_time_ms(expires)}"
             shown = (await tc.clients[1].get("/cases/HZ-EXP")).json()
             assert shown["state"] == "expired" and shown["reason"] == message
-            late = error(await tc.clients[1].post("/cases/HZ-EXP/approve"), 409, "case_expired")
+            late = error(
+                await tc.clients[1].post("/cases/HZ-EXP/approve", json={}), 409, "case_expired"
+            )
             assert late == message
 
 
@@ -313,30 +318,36 @@ async def test_case_changes_refused_with_their_reasons(tmp_path: Path) -> None:
                 "this node's member 'bank-1' does not hold the investigator role, which opening "
                 "a case needs"
             )
-            assert error(await tc.clients[1].post("/cases/HZ-9/approve"), 404, "no_case") == (
-                "there is no case 'HZ-9' on the ledger"
-            )
+            assert error(
+                await tc.clients[1].post("/cases/HZ-9/approve", json={}), 404, "no_case"
+            ) == ("there is no case 'HZ-9' on the ledger")
             assert (await tc.clients[0].post("/cases", json=body)).status_code == 201
             await tc.settle()
             assert error(await tc.clients[0].post("/cases", json=body), 409, "case_exists") == (
                 "case 'HZ-9' is already on the ledger (opened by 'police-0' at height 1)"
             )
-            assert (await tc.clients[2].post("/cases/HZ-9/approve")).status_code == 200
+            assert (await tc.clients[2].post("/cases/HZ-9/approve", json={})).status_code == 200
             await tc.settle()
-            again = error(await tc.clients[2].post("/cases/HZ-9/approve"), 409, "already_approved")
+            again = error(
+                await tc.clients[2].post("/cases/HZ-9/approve", json={}), 409, "already_approved"
+            )
             assert again == "member 'telecom-2' already approved case 'HZ-9' at height 2"
-            assert error(await tc.clients[3].post("/cases/HZ-9/close"), 403, "forbidden_role") == (
+            assert error(
+                await tc.clients[3].post("/cases/HZ-9/close", json={}), 403, "forbidden_role"
+            ) == (
                 "this node's member 'bank-3' does not hold the investigator role, which closing "
                 "a case needs"
             )
-            assert (await tc.clients[0].post("/cases/HZ-9/close")).status_code == 200
+            assert (await tc.clients[0].post("/cases/HZ-9/close", json={})).status_code == 200
             await tc.settle()
             closed = "case 'HZ-9' was closed by 'police-0' at height 3"
             assert (
-                error(await tc.clients[0].post("/cases/HZ-9/close"), 409, "case_closed") == closed
+                error(await tc.clients[0].post("/cases/HZ-9/close", json={}), 409, "case_closed")
+                == closed
             )
             assert (
-                error(await tc.clients[1].post("/cases/HZ-9/approve"), 409, "case_closed") == closed
+                error(await tc.clients[1].post("/cases/HZ-9/approve", json={}), 409, "case_closed")
+                == closed
             )
             assert error(await tc.clients[0].get("/cases/HZ-404"), 404, "no_case") == (
                 "there is no case 'HZ-404' on the ledger"
@@ -345,7 +356,9 @@ async def test_case_changes_refused_with_their_reasons(tmp_path: Path) -> None:
             slashed = body | {"case_id": "HZ/2026/7"}
             assert (await tc.clients[0].post("/cases", json=slashed)).status_code == 201
             await tc.settle()
-            assert (await tc.clients[1].post("/cases/HZ/2026/7/approve")).status_code == 200
+            assert (
+                await tc.clients[1].post("/cases/HZ/2026/7/approve", json={})
+            ).status_code == 200
             assert (await tc.clients[1].get("/cases/HZ/2026/7")).json()["case_id"] == "HZ/2026/7"
 
             # What admission refuses comes back with its code: a raw identifier in a purpose.
@@ -418,7 +431,11 @@ async def test_malformed_requests_get_a_400_naming_the_field(tmp_path: Path) -> 
                  "unexpected fields; the fields are "),
             ]  # fmt: skip
             for path, body, code, expected in cases:
-                kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+                kwargs = (
+                    {"content": body, "headers": JSON}
+                    if isinstance(body, bytes)
+                    else {"json": body}
+                )
                 message = error(await client.post(path, **kwargs), 400, code)
                 assert message == expected, (path, body)
             for params, expected in [
@@ -478,13 +495,19 @@ async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Pa
                 build_app(cluster.runtime(1), cluster.store(1), cluster.genesis, tracing=keyless),
             ]
             bare_client, keyless_client = (
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n")
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+                )
                 for app in apps
             )
             async with bare_client, keyless_client:
                 for method, path in [("GET", "/cases"), ("POST", "/trace"), ("GET", "/audit")]:
                     message = error(
-                        await bare_client.request(method, path), 503, "tracing_unavailable"
+                        await bare_client.request(
+                            method, path, json={} if method == "POST" else None
+                        ),
+                        503,
+                        "tracing_unavailable",
                     )
                     assert message == (
                         "this node was started without its tracing service: cases, queries and "

@@ -17,7 +17,7 @@ from cluster_helpers import report_tx
 from proof_helpers import proof_genesis, write_ledger
 
 from cli import main
-from node.api.app import serve_api
+from node.api.server import serve_api
 from node.host.assemble import open_store
 from node.ledger.proofs import build_proof, encode_proof, proof_file_name, verify_proof_file
 from node.ledger.transactions import tx_id
@@ -152,7 +152,9 @@ async def test_the_api_serves_proofs_of_committed_transactions_only(tmp_path: Pa
             assert_error(await client.get(f"/txs/{'00' * 32}/proof"), 404, "not_found")
             assert_error(await client.get("/txs/abc/proof"), 400, "bad_hex")
             assert_error(await client.get(f"/txs/{'zz' * 32}/proof"), 400, "bad_hex")
-            assert_error(await client.post(f"/txs/{wanted}/proof"), 405, "method_not_allowed")
+            assert_error(
+                await client.post(f"/txs/{wanted}/proof", json={}), 405, "method_not_allowed"
+            )
 
             await cluster.stop_node(3)
             await cluster.stop_node(2)  # two of four: no quorum, nothing commits

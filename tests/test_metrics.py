@@ -30,6 +30,9 @@ from node.testing.cluster import InProcessCluster
 # these: a rename or a type change must fail here.
 NODE_FAMILIES = {
     "crosstrace_node_info": "gauge",
+    "crosstrace_api_refused": "counter",
+    "crosstrace_api_body_bytes": "gauge",
+    "crosstrace_api_body_budget_bytes": "gauge",
     "crosstrace_height": "gauge",
     "crosstrace_view": "gauge",
     "crosstrace_view_active": "gauge",
@@ -125,7 +128,7 @@ async def scrape(cluster: InProcessCluster, i: int, psi: PsiService) -> tuple[st
         cluster.runtime(i), cluster.store(i), cluster.genesis, details=cluster.details(i), psi=psi
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://node{i}") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     return response.headers["content-type"], Scrape(response.text)

@@ -22,10 +22,11 @@ from net.transport import Transport
 from net.wire import DetailsAck, Frame, PrivateDetails
 from node.api.app import build_app
 from node.details.records import Details, commitment, encode_details, new_salt
-from node.details.service import DAY_MS, NotHeld
+from node.details.service import DAY_MS
 from node.identifiers.pseudonym import entity_ref
 from node.ledger.kinds import Report
 from node.ledger.transactions import encode_tx, make_tx, tx_id
+from node.refusals import NotFound
 from node.testing.cluster import InProcessCluster, local_genesis
 
 # Timings short enough for tests; retention checks only when a test asks.
@@ -133,7 +134,7 @@ def holds(cluster: InProcessCluster, member: int, wanted: bytes) -> bool:
 
 
 def not_held(cluster: InProcessCluster, member: int, wanted: bytes) -> str:
-    with pytest.raises(NotHeld) as caught:
+    with pytest.raises(NotFound) as caught:
         cluster.details(member).lookup(wanted)
     return caught.value.code
 
@@ -232,7 +233,7 @@ async def test_tampered_or_misattributed_details_are_refused_counted_and_not_sto
                 details=recipient,
             )
             async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://node2"
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
             ) as client:
                 metrics = (await client.get("/metrics")).text
             rejected = "crosstrace_private_details_rejected_total"
@@ -378,7 +379,7 @@ async def test_the_api_takes_details_with_a_signed_report_and_shows_them(tmp_pat
 
             def client(i: int) -> httpx.AsyncClient:
                 transport = httpx.ASGITransport(app=apps[i])
-                return httpx.AsyncClient(transport=transport, base_url=f"http://node{i}")
+                return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
 
             tx, salt, details = signed_report(cluster, BANK, {"victim": "Li Na"})
             body = {
@@ -434,7 +435,7 @@ async def test_the_api_takes_details_with_a_signed_report_and_shows_them(tmp_pat
             # A node assembled without a private store still has the routes, and says so.
             plain = build_app(cluster.runtime(POLICE), cluster.store(POLICE), cluster.genesis)
             transport = httpx.ASGITransport(app=plain)
-            async with httpx.AsyncClient(transport=transport, base_url="http://node0") as c:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
                 unavailable = await c.get(f"/details/{wanted.hex()}")
                 assert unavailable.status_code == 503
                 assert unavailable.json()["error"] == "unavailable"

@@ -46,6 +46,7 @@ from node.psi.protocol import (
     decode_message,
     encode_message,
 )
+from node.refusals import TooLarge
 
 PREFIX = domain("crosstrace-test", "phone")
 CASE_TX = bytes(range(32))
@@ -440,9 +441,9 @@ def test_empty_and_duplicate_sets_are_refused() -> None:
 
 
 def test_too_large_and_not_text_are_refused() -> None:
-    with pytest.raises(PsiInputError) as info:
+    with pytest.raises(TooLarge) as too_large:
         split_lines("1\n2\n3\n", 2)
-    assert info.value.code == "too_large"
+    assert too_large.value.code == "too_large" and too_large.value.details == {"problems": []}
     with pytest.raises(PsiInputError) as info:
         decode_text(b"ok\n\xff\n")
     assert info.value.code == "not_text" and info.value.problems[0].line == 2

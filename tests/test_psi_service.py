@@ -33,7 +33,8 @@ from node.psi.protocol import (
     encode_message,
 )
 from node.psi.run import Run, RunState
-from node.psi.service import PsiError, PsiService
+from node.psi.service import PsiService
+from node.refusals import Forbidden, Invalid, NotFound
 from node.setup.genesis import GenesisConsensus
 from node.testing.cluster import InProcessCluster, local_genesis
 
@@ -210,15 +211,16 @@ async def test_who_may_run_under_which_case(tmp_path: Path) -> None:
     async with consortium(tmp_path) as net:
         police = net.services[POLICE]
         ids = await police.read_set("phone", as_text(phones(0, 3)), dedupe=False)
-        with pytest.raises(PsiError) as info:
+        with pytest.raises(Forbidden) as forbidden:
             await police.start("C-1", net.name(TELECOM), ids)  # C-1 does not name it
-        assert info.value.code == "not_named" and "does not name member" in info.value.message
-        with pytest.raises(PsiError) as info:
+        assert forbidden.value.code == "not_named"
+        assert "does not name member" in forbidden.value.message
+        with pytest.raises(NotFound) as not_found:
             await police.start("C-9", net.name(BANK), ids)
-        assert info.value.code == "no_case"
-        with pytest.raises(PsiError) as info:
+        assert not_found.value.code == "no_case"
+        with pytest.raises(Invalid) as invalid:
             await police.start("C-1", net.name(POLICE), ids)
-        assert info.value.code == "self"
+        assert invalid.value.code == "self"
         # The telecom is named by C-2, but does not answer: refused, nothing recorded.
         run = await wait_ended(await police.start("C-2", net.name(TELECOM), ids))
         assert (run.state, run.outcome, run.record_tx) == (RunState.REFUSED, "not_answering", None)

@@ -134,7 +134,7 @@ class TracingCluster:
     async def approve(self, case_id: str, members: Sequence[int] = (1, 2, 3)) -> dict[str, Any]:
         answer: dict[str, Any] = {}
         for member in members:
-            response = await self.clients[member].post(f"/cases/{case_id}/approve")
+            response = await self.clients[member].post(f"/cases/{case_id}/approve", json={})
             assert response.status_code == 200, response.text
             answer = response.json()
         await self.settle()
@@ -162,7 +162,7 @@ async def tracing_cluster(
                     cluster.runtime(i), cluster.store(i), cluster.genesis, tracing=service
                 )
                 client = httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url=f"http://node{i}"
+                    transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
                 )
                 clients.append(await stack.enter_async_context(client))
             yield TracingCluster(cluster, services, clients, watches)

@@ -1,6 +1,10 @@
-"""The node's local HTTP API: the application and its routes (``app``), one module per
-group of endpoints (``tracing``, ``details``, ``psi``, ``proof``), reading request bodies
-within their limits (``input``), ``/metrics`` (``metrics``) and the OpenAPI document.
+"""The node's local HTTP API (FastAPI on Starlette, served by Hypercorn on trio): the
+application and its routes (``app``), one module per group of endpoints (``tracing``,
+``details``, ``psi``, ``proof``), the request and response bodies as pydantic models
+(``models``, ``models_tracing``, ``models_psi``) and their field types (``fields``),
+reading request bodies within their limits (``input``), refusals as HTTP answers
+(``errors``), ``/metrics`` (``metrics``) and the OpenAPI document generated from the
+models (``document``).
 
 Layer: above the feature packages. The only package that knows HTTP: the services below
 raise the project's refusals and ``api`` maps them to statuses. May import the feature

@@ -1,47 +1,79 @@
 """The local query API: HTTP/JSON for the member's own tools, served inside the node's
-trio run (``serve_api`` runs in the caller's nursery and stops when it is cancelled).
+trio run (``node.api.server.serve_api`` runs in the caller's nursery and stops when it
+is cancelled).
 
-Starlette routes the requests and Hypercorn serves them; both run on trio (Starlette
-through anyio), so a handler reads the runtime, mempool and store directly, with no
-locks: nothing else runs between two awaits. Work that may take long (decoding a
-large block, parsing a large body) goes to a worker thread so consensus keeps moving.
+FastAPI (on Starlette) routes the requests and Hypercorn serves them; all run on trio
+(Starlette through anyio), so a handler reads the runtime, mempool and store directly,
+with no locks: nothing else runs between two awaits. Every handler that touches the
+runtime is ``async def`` (FastAPI would run a plain ``def`` in a thread). Work that may
+take long (decoding a large block, parsing a large body) goes to a worker thread so
+consensus keeps moving.
 
-The API is meant for 127.0.0.1 and has no authentication: whoever can reach it can read
-the whole ledger and submit transactions, though the node accepts a transaction only
-with a valid signature of a member's key, as it does from peers.
+The API is meant for 127.0.0.1 and has no authentication yet: whoever can reach it can
+read the whole ledger and submit transactions, though the node accepts a transaction
+only with a valid signature of a member's key, as it does from peers. A web page in a
+browser on the same host cannot drive it (``node.api.guard``: JSON or documented bytes
+only on state-changing requests, the ``Host`` and ``Origin`` checked, no CORS), and the
+bodies of all requests share one memory budget and one deadline. ``node.api.server``
+serves it with a cap on connections.
 
-Every error is ``{"error": code, "message": text}`` with a 4xx status; bad input never
-produces a 500, and messages never quote what the client sent (it may be an
-identifier). Endpoints: see ``node.api.openapi`` (served at ``/openapi.json``).
+Every error is ``{"error": code, "message": text}`` with a 4xx status: the services
+raise the project's refusals and ``node.api.errors`` gives each kind its status; bad
+input never produces a 500, and messages never quote what the client sent (it may be an
+identifier). Request and response bodies are pydantic models (``node.api.models*``),
+from which the OpenAPI document is generated (``node.api.document``, served at
+``/openapi.json``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
-from collections.abc import Sequence
-from functools import partial
-from typing import Any, cast
+from typing import Annotated, Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.typing import Framework
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI, Path, Query
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from consensus.codec import DecodeError
 from node.api.details import details_routes
-from node.api.input import MAX_BODY_BYTES, ApiError, digest, parse_json_txs, read_body, wait_options
-from node.api.input import height as parse_height
+from node.api.document import DESCRIPTION, TITLE, VERSION, openapi_document
+from node.api.errors import EXCEPTION_HANDLERS
+from node.api.fields import DigestHex, Height
+from node.api.guard import (
+    DEFAULT_BODY_BUDGET_BYTES,
+    BodyBudget,
+    GuardPolicy,
+    GuardStatistics,
+    RequestGuard,
+)
+from node.api.input import (
+    JSON,
+    MAX_BODY_BYTES,
+    OCTETS,
+    JsonBody,
+    off_the_loop_if_large,
+    raw_content,
+    read_body,
+    request_body,
+)
 from node.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from node.api.metrics import DetailsCollector, MetricsCollector, PsiCollector
-from node.api.openapi import openapi_document
+from node.api.metrics import DetailsCollector, GuardCollector, MetricsCollector, PsiCollector
+from node.api.models import (
+    BAD_INPUT,
+    Block,
+    Status,
+    SubmitRequest,
+    SubmitResponse,
+    Transaction,
+    WaitQuery,
+    answer,
+    refusal,
+)
+from node.api.models import Rejected as RejectedBatch
 from node.api.proof import proof_route
 from node.api.psi import psi_routes
 from node.api.tracing import tracing_routes
@@ -52,26 +84,11 @@ from node.ledger.layout import MAX_HEIGHT
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import decode_tx, tx_id
 from node.psi.service import PsiService
+from node.refusals import Invalid, NotFound, Rejected, Unsupported
 from node.setup.genesis import Genesis
 from node.tracing.service import TracingService
 
 log = logging.getLogger("crosstrace.api")
-# Hypercorn's own log: its errors are worth seeing, its info lines ("Running on ...
-# (CTRL + C to quit)") are not, since ``serve_api`` logs the bound address itself.
-server_log = logging.getLogger("crosstrace.api.server")
-server_log.setLevel(logging.WARNING)
-
-# Bodies above this are parsed in a worker thread: a 30 MB batch takes long enough to
-# parse that it would hold up consensus on the event loop.
-PARSE_IN_THREAD_BYTES = 64 * 1024
-# How long open requests may finish after the API is asked to stop.
-GRACEFUL_S = 2.0
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status, headers=headers)
 
 
 class _Api:
@@ -85,7 +102,8 @@ class _Api:
         self.metrics_collector = MetricsCollector(
             runtime, store, genesis.members[runtime.member].name
         )
-        self.openapi_bytes = json.dumps(openapi_document(), separators=(",", ":")).encode()
+        self.submit_body = JsonBody(SubmitRequest, max_body_bytes)
+        self.openapi_bytes = b""  # once every route is added (build_app)
 
     # -------------------------------------------------------------- status and metrics
 
@@ -147,42 +165,35 @@ class _Api:
         return Response(self.metrics_collector.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
-        return Response(self.openapi_bytes, media_type="application/json")
+        return Response(self.openapi_bytes, media_type=JSON)
 
     # -------------------------------------------------------------- submitting
 
-    async def submit(self, request: Request) -> Response:
-        wait, timeout = wait_options(request.query_params)
+    async def submit(self, request: Request, options: Annotated[WaitQuery, Query()]) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("application/octet-stream", "application/json"):
-            raise ApiError(
-                415,
+        if kind not in (OCTETS, JSON):
+            raise Unsupported(
                 "unsupported_media_type",
                 "send the transaction as application/octet-stream, or JSON "
                 '{"tx": hex} or {"txs": [hex, ...]} as application/json',
             )
         body = await read_body(request, self.max_body_bytes)
-        if kind == "application/octet-stream":
+        if kind == OCTETS:
             if not body:
-                raise ApiError(400, "empty_body", "the body holds no transaction")
+                raise Invalid("empty_body", "the body holds no transaction")
             txs = [body]
-        elif len(body) > PARSE_IN_THREAD_BYTES:
-            txs = await trio.to_thread.run_sync(parse_json_txs, body)
         else:
-            txs = parse_json_txs(body)
+            txs = (await off_the_loop_if_large(self.submit_body.parse, body)).txs
         results = await self.runtime.submit_batch(txs)
         rows = [_result_row(raw, result) for raw, result in zip(txs, results, strict=True)]
         accepted = [result.tx_id for result in results if result.accepted]
         if not accepted:
-            raise ApiError(
-                422,
-                "rejected",
-                "no transaction was accepted; each result says why",
-                {"results": rows},
+            raise Rejected(
+                "rejected", "no transaction was accepted; each result says why", {"results": rows}
             )
-        if not wait:
+        if not options.wait:
             return JSONResponse({"results": rows}, 202)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(options.timeout):
             for accepted_id in accepted:
                 await self.runtime.wait_committed(accepted_id)
         all_committed = True
@@ -199,8 +210,8 @@ class _Api:
 
     # -------------------------------------------------------------- reading the ledger
 
-    async def get_tx(self, request: Request) -> Response:
-        wanted = digest(request.path_params["tx_id"], "tx_id")
+    async def get_tx(self, tx_id: Annotated[DigestHex, Path()]) -> Response:
+        wanted = tx_id
         location = self.store.tx_location(wanted)
         data = None if location is None else self.store.tx(wanted)
         if location is not None and data is not None:
@@ -209,7 +220,7 @@ class _Api:
         else:
             entry = self.runtime.mempool.get(wanted)
             if entry is None:
-                raise ApiError(404, "not_found", "no transaction with this id is known")
+                raise NotFound("not_found", "no transaction with this id is known")
             data = entry.data
             row = {"tx_id": wanted.hex(), "status": "pending"}
         row["tx"] = data.hex()
@@ -218,22 +229,21 @@ class _Api:
             row["envelope"] = envelope
         return JSONResponse(row)
 
-    async def get_block(self, request: Request) -> Response:
-        height = parse_height(request.path_params["height"])
+    async def get_block(self, height: Annotated[Height, Path()]) -> Response:
         if not 1 <= height <= MAX_HEIGHT:
-            raise ApiError(404, "not_found", "there is no block at this height")
+            raise NotFound("not_found", "there is no block at this height")
         return await self._block_response(height)
 
     async def latest_block(self, request: Request) -> Response:
         height, _ = self.store.tip()
         if height == 0:
-            raise ApiError(404, "not_found", "no block has been committed yet")
+            raise NotFound("not_found", "no block has been committed yet")
         return await self._block_response(height)
 
     async def _block_response(self, height: int) -> Response:
         view = await trio.to_thread.run_sync(self._block_view, height)
         if view is None:
-            raise ApiError(404, "not_found", "there is no block at this height")
+            raise NotFound("not_found", "there is no block at this height")
         return JSONResponse(view)
 
     def _block_view(self, height: int) -> dict[str, Any] | None:
@@ -280,120 +290,117 @@ def build_app(
     tracing: TracingService | None = None,
     details: PrivateDetailsService | None = None,
     psi: PsiService | None = None,
-) -> Starlette:
+    guard: GuardPolicy | None = None,
+    body_budget_bytes: int = DEFAULT_BODY_BUDGET_BYTES,
+) -> FastAPI:
+    """The node's API. ``guard`` says which host names it answers to (the loopback names
+    by default) and ``body_budget_bytes`` how many bytes of request bodies it holds at
+    once, over all requests (``node.api.guard``)."""
     api = _Api(runtime, store, genesis, max_body_bytes)
+    budget = BodyBudget(body_budget_bytes)
+    guard_stats = GuardStatistics()
+    api.metrics_collector.register(GuardCollector(budget, guard_stats))
     if details is not None:
         api.metrics_collector.register(DetailsCollector(details))
     if psi is not None:
         api.metrics_collector.register(PsiCollector(psi))
-    routes = [
-        Route("/status", api.status, methods=["GET"]),
-        Route("/txs", api.submit, methods=["POST"]),
-        Route("/txs/{tx_id}", api.get_tx, methods=["GET"]),
-        proof_route(runtime, store),
-        # Before "/blocks/{height}", which would otherwise take "latest" as a height.
-        Route("/blocks/latest", api.latest_block, methods=["GET"]),
-        Route("/blocks/{height}", api.get_block, methods=["GET"]),
-        *details_routes(details, store),
-        *tracing_routes(tracing),  # cases, queries and audit: node.api.tracing
-        *psi_routes(psi),  # private set intersection: node.api.psi
-        Route("/metrics", api.metrics, methods=["GET"]),
-        Route("/openapi.json", api.openapi, methods=["GET"]),
-    ]
-    return Starlette(
-        routes=routes,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _internal_error,
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        # The document is served by a route of its own below, generated once; no pages
+        # (Swagger UI, ReDoc) that would load scripts from the internet.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        exception_handlers=EXCEPTION_HANDLERS,
+        separate_input_output_schemas=False,
+        # No OpenTelemetry: the node exports nothing, and the checks cost every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    not_found = refusal("There is no such object.")
+    app.add_api_route(
+        "/status",
+        api.status,
+        methods=["GET"],
+        summary="Chain, member, consensus state, mempool and peers.",
+        responses={200: answer(Status, "The node's status.")},
+    )
+    app.add_api_route(
+        "/txs",
+        api.submit,
+        methods=["POST"],
+        summary="Submit one transaction or a batch of up to 1000.",
+        openapi_extra=request_body(raw_content(OCTETS), api.submit_body.content),
+        responses={
+            200: answer(SubmitResponse, "Every accepted tx is committed."),
+            202: answer(
+                SubmitResponse, "Accepted; not (yet) committed, or `wait` was not asked for."
+            ),
+            400: BAD_INPUT,
+            413: refusal("The body is larger than the limit."),
+            415: refusal("The body is neither JSON nor octet-stream."),
+            422: answer(RejectedBatch, "Every transaction was refused."),
         },
     )
-
-
-async def serve_api(
-    app: Starlette,
-    host: str,
-    port: int,
-    *,
-    shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``app`` on ``host:port`` until cancelled, or until ``shutdown`` is set (then
-    open requests get ``GRACEFUL_S`` to finish). ``task_status.started`` receives the
-    bound port, which is the one the OS chose when ``port`` is 0."""
-    config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None  # one line per request would drown the node's own log
-    config.errorlog = server_log
-    config.graceful_timeout = GRACEFUL_S
-    config.include_server_header = False
-
-    async def shutdown_trigger() -> None:
-        if shutdown is None:
-            await trio.sleep_forever()
-        else:
-            await shutdown.wait()
-
-    serve = partial(
-        hypercorn_serve,
-        cast(Framework, app),
-        config,
-        shutdown_trigger=shutdown_trigger,
-        mode="asgi",
+    app.add_api_route(
+        "/txs/{tx_id}",
+        api.get_tx,
+        methods=["GET"],
+        summary="A committed or pending transaction and its location.",
+        responses={200: answer(Transaction, "The transaction."), 400: BAD_INPUT, 404: not_found},
     )
-    if port != 0:
-        _check_bindable(host, port)
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(serve)
-        # Hypercorn reports each listening socket as "http://host:port", read back from
-        # the socket itself (getsockname), so the port is the real one even for port 0.
-        bound = _port_of(binds)
-        log.info("local API listening on %s", ", ".join(binds))
-        task_status.started(bound)
-
-
-def _check_bindable(host: str, port: int) -> None:
-    """Raise a plain ``OSError`` now if ``host:port`` cannot be bound (typically: in
-    use). Hypercorn would raise it too, but wrapped in an exception group and leaving
-    its socket unclosed; this probe binds as Hypercorn does and always closes."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen on {host}:{port} for the local API: {exc.strerror}"
-            ) from None
-
-
-def _port_of(binds: Sequence[str]) -> int:
-    if len(binds) != 1:
-        raise RuntimeError(f"expected one listening socket, hypercorn reports {binds!r}")
-    return int(binds[0].rsplit(":", 1)[1])
-
-
-# ------------------------------------------------------------------ errors
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse({"error": exc.code, "message": exc.message} | exc.extra, exc.status)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own refusals (no such route: 404, wrong method: 405) in our shape."""
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, "bad_request")
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, code, str(exc.detail), headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    """A bug or a broken store, never the client's input: the same JSON shape, and
-    Starlette re-raises the exception afterwards so the server logs its traceback."""
-    return error_response(500, "internal", "the node failed to answer; see its log")
+    proof_route(app, runtime, store)
+    # Before "/blocks/{height}", which would otherwise take "latest" as a height.
+    app.add_api_route(
+        "/blocks/latest",
+        api.latest_block,
+        methods=["GET"],
+        summary="The last stored block.",
+        responses={200: answer(Block, "The block."), 404: not_found},
+    )
+    app.add_api_route(
+        "/blocks/{height}",
+        api.get_block,
+        methods=["GET"],
+        summary="The block at a height, with its commit certificate.",
+        responses={200: answer(Block, "The block."), 400: BAD_INPUT, 404: not_found},
+    )
+    details_routes(app, details, store)
+    tracing_routes(app, tracing)  # cases, queries and audit: node.api.tracing
+    psi_routes(app, psi)  # private set intersection: node.api.psi
+    app.add_api_route(
+        "/metrics",
+        api.metrics,
+        methods=["GET"],
+        response_class=Response,  # not JSON: the document shows the route's own type
+        summary="Prometheus metrics (text exposition format 0.0.4).",
+        responses={200: {"description": "The metrics.", "content": raw_content("text/plain")}},
+    )
+    app.add_api_route(
+        "/openapi.json",
+        api.openapi,
+        methods=["GET"],
+        summary="This document.",
+        responses={
+            200: {
+                "description": "The OpenAPI document.",
+                "content": {JSON: {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    # Outermost: a request the guard refuses never reaches routing or a handler.
+    app.add_middleware(
+        RequestGuard, policy=guard or GuardPolicy(), budget=budget, stats=guard_stats
+    )
+    api.openapi_bytes = json.dumps(openapi_document(app), separators=(",", ":")).encode()
+    # HEAD where there is GET, as Starlette's own routes have it; added once the document
+    # is made, which lists the GET operations only.
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+            route.methods.add("HEAD")
+    return app
 
 
 def _result_row(raw: bytes, result: SubmitResult) -> dict[str, Any]:

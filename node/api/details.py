@@ -19,46 +19,56 @@ details), ``not_entitled`` (this member was not a recipient, or they have not ar
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any
 
 import trio
+from fastapi import Depends, FastAPI, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from node.api.input import ApiError, digest, read_body, tx_hex, wait_options
-from node.details.records import Details, encode_details
-from node.details.service import NotHeld, PrivateDetailsService, ShareError
+from node.api.fields import DigestHex
+from node.api.input import JsonBody
+from node.api.models import (
+    BAD_INPUT,
+    DetailsNotHeld,
+    DetailsRejected,
+    DetailsRequest,
+    DetailsSubmitResponse,
+    Error,
+    PrivateDetails,
+    WaitQuery,
+    answer,
+    refusal,
+)
+from node.details.service import PrivateDetailsService
 from node.ledger.store import LedgerStore
+from node.refusals import Rejected, Unavailable
 
 # Far above the largest valid request (a 16 KiB transaction and 64 KiB of details, both
 # hex or JSON-escaped), far below anything that could hurt.
 MAX_DETAILS_BODY = 1024 * 1024
-_FIELDS = {"tx", "salt", "details", "share_with"}
+SHARE = JsonBody(DetailsRequest, MAX_DETAILS_BODY)
+UNAVAILABLE = refusal("This node keeps no private details (`unavailable`).")
 
 
-def details_routes(service: PrivateDetailsService | None, store: LedgerStore) -> list[Route]:
-    """The two routes; without a service (a node built without a private store) they
+def details_routes(app: FastAPI, service: PrivateDetailsService | None, store: LedgerStore) -> None:
+    """Adds the two routes; without a service (a node built without a private store) they
     answer 503, so the API's shape does not depend on how the node was assembled."""
 
     def need_service() -> PrivateDetailsService:
         if service is None:
-            raise ApiError(503, "unavailable", "this node keeps no private details")
+            raise Unavailable("unavailable", "this node keeps no private details")
         return service
 
-    async def submit(request: Request) -> Response:
+    async def need() -> None:
+        need_service()
+
+    async def submit(request: Request, options: Annotated[WaitQuery, Query()]) -> Response:
         details_service = need_service()
-        wait, timeout = wait_options(request.query_params)
-        tx_bytes, salt, details, share_with = parse_share(
-            await read_body(request, MAX_DETAILS_BODY)
+        share = await SHARE.read(request)
+        result, shared_with = await details_service.submit_with_details(
+            share.tx, share.salt, share.details, share.share_with
         )
-        try:
-            result, shared_with = await details_service.submit_with_details(
-                tx_bytes, salt, details, share_with
-            )
-        except ShareError as exc:
-            raise ApiError(exc.status, exc.code, exc.message) from None
         row: dict[str, Any] = {
             "tx_id": result.tx_id.hex(),
             "accepted": result.accepted,
@@ -67,10 +77,10 @@ def details_routes(service: PrivateDetailsService | None, store: LedgerStore) ->
             "shared_with": list(shared_with),
         }
         if not result.accepted:
-            raise ApiError(422, "rejected", "the transaction was refused", {"results": [row]})
-        if not wait:
+            raise Rejected("rejected", "the transaction was refused", {"results": [row]})
+        if not options.wait:
             return JSONResponse({"results": [row]}, 202)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(options.timeout):
             await details_service.runtime.wait_committed(result.tx_id)
         location = store.tx_location(result.tx_id)
         row["committed"] = location is not None
@@ -78,13 +88,8 @@ def details_routes(service: PrivateDetailsService | None, store: LedgerStore) ->
             row["height"], row["index"] = location
         return JSONResponse({"results": [row]}, 200 if location is not None else 202)
 
-    async def show(request: Request) -> Response:
-        details_service = need_service()
-        wanted = digest(request.path_params["tx_id"], "tx_id")
-        try:
-            view = details_service.lookup(wanted)
-        except NotHeld as exc:
-            raise ApiError(404, exc.code, exc.message) from None
+    async def show(tx_id: Annotated[DigestHex, Path()]) -> Response:
+        view = need_service().lookup(tx_id)
         return JSONResponse(
             {
                 "tx_id": view.tx_id.hex(),
@@ -100,45 +105,49 @@ def details_routes(service: PrivateDetailsService | None, store: LedgerStore) ->
             }
         )
 
-    return [
-        Route("/details", submit, methods=["POST"]),
-        Route("/details/{tx_id}", show, methods=["GET"]),
-    ]
-
-
-def parse_share(body: bytes) -> tuple[bytes, bytes, Details, list[str] | None]:
-    """``{"tx": hex, "salt": hex, "details": {key: text}, "share_with": [name, ...]}``;
-    ``share_with`` may be left out for the default recipients. Values are never quoted
-    back: they are private."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
-    if (
-        not isinstance(doc, dict)
-        or not doc.keys() <= _FIELDS
-        or not {"tx", "salt", "details"} <= doc.keys()
-    ):
-        raise ApiError(
-            400,
-            "bad_request",
-            'expected an object with "tx", "salt", "details" and optionally "share_with"',
-        )
-    tx_bytes = tx_hex(doc["tx"], "tx")
-    if not isinstance(doc["salt"], str):
-        raise ApiError(400, "bad_hex", "salt must be a string of hex digits")
-    salt = digest(doc["salt"], "salt")
-    fields = doc["details"]
-    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
-        raise ApiError(400, "bad_details", "details must be an object of text fields")
-    try:
-        details = Details.of(fields)
-        encode_details(details)
-    except ValueError as exc:
-        raise ApiError(400, "bad_details", str(exc)) from None
-    share_with = doc.get("share_with")
-    if share_with is not None and (
-        not isinstance(share_with, list) or not all(isinstance(n, str) for n in share_with)
-    ):
-        raise ApiError(400, "bad_request", "share_with must be a list of member names")
-    return tx_bytes, salt, details, share_with
+    app.add_api_route(
+        "/details",
+        submit,
+        methods=["POST"],
+        dependencies=[Depends(need)],
+        summary=(
+            "Submit a report or link signed by this node's member together with the private "
+            "details it commits to: the node checks the commitment, keeps the details in its "
+            "private store, submits the transaction and sends the details over the secure "
+            "channel to the named members only."
+        ),
+        openapi_extra=SHARE.openapi,
+        responses={
+            200: answer(DetailsSubmitResponse, "Committed."),
+            202: answer(
+                DetailsSubmitResponse,
+                "Accepted; not (yet) committed, or `wait` was not asked for.",
+            ),
+            400: BAD_INPUT,
+            409: refusal("Details for this transaction are already held."),
+            413: refusal("The body is larger than the limit."),
+            422: answer(
+                Error | DetailsRejected,
+                "Refused: signed by another member (`not_own`), no commitment "
+                "(`no_commitment`), details that do not match it (`mismatch`), or the "
+                "transaction itself (`rejected`).",
+            ),
+            503: UNAVAILABLE,
+        },
+    )
+    app.add_api_route(
+        "/details/{tx_id}",
+        show,
+        methods=["GET"],
+        dependencies=[Depends(need)],
+        summary=(
+            "The private details of a transaction if this node holds them, and whether they "
+            "match the commitment on its ledger."
+        ),
+        responses={
+            200: answer(PrivateDetails, "The details."),
+            400: BAD_INPUT,
+            404: answer(DetailsNotHeld, "Not held here; the code says why."),
+            503: UNAVAILABLE,
+        },
+    )

@@ -1,54 +1,52 @@
-"""Reading what a client sends to the local query API: query options, transaction
-bodies, hex ids. Every mistake becomes an ``ApiError`` with a 4xx status and a stable
-code; no input can make these functions raise anything else.
+"""Reading what a client sends to the local query API: bodies within their limits, and
+JSON bodies checked by their request model (``JsonBody``), which also describes the
+body in the OpenAPI document.
 
-Messages name the field at fault but never quote its value: it may be an identifier.
+A body is never buffered past its limit: ``read_body`` checks Content-Length before
+reading anything and counts while the body streams in. A large body is parsed in a
+worker thread, so consensus keeps moving meanwhile. Every mistake is an ``Invalid``
+refusal (or ``TooLarge``) with a stable code and a message that names the field at
+fault but never quotes its value: it may be an identifier.
 """
 
 from __future__ import annotations
 
-import binascii
 import json
-import math
-from collections.abc import Mapping
+from collections.abc import Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import trio
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from consensus.crypto import DIGEST_SIZE
+from node.api.fields import refusal_of
+from node.api.models import MAX_BATCH
 from node.ledger.transactions import MAX_TX_BYTES
+from node.refusals import Invalid, TooLarge
 
-MAX_BATCH = 1000
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+SCHEMA_REF = "#/components/schemas/{model}"
 # Large enough for the largest valid request (a full batch of the largest transactions,
 # hex-encoded in JSON, with room for the syntax), so the limit never refuses valid
 # input; anything larger is refused before it is buffered.
 MAX_BODY_BYTES = MAX_BATCH * (2 * MAX_TX_BYTES + 8) + 64 * 1024
-DEFAULT_WAIT_S = 5.0
-MAX_WAIT_S = 60.0
-
-
-class ApiError(Exception):
-    """A refusal with an HTTP status and a stable code; rendered as the error object,
-    with ``extra`` fields merged in (the per-transaction results of a refused batch)."""
-
-    def __init__(
-        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra or {}
+# Bodies above this are parsed in a worker thread: a 30 MB batch takes long enough to
+# parse that it would hold up consensus on the event loop.
+PARSE_IN_THREAD_BYTES = 64 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit``: from
+    """The body, refused with ``TooLarge`` as soon as it is known to exceed ``limit``: from
     Content-Length before reading anything, else while it streams in."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):
-            raise ApiError(400, "bad_request", "Content-Length is not a number")
+            raise Invalid("bad_request", "Content-Length is not a number")
         if int(declared) > limit:
             raise too_large(limit)
     chunks: list[bytes] = []
@@ -63,75 +61,80 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise too_large(limit)
                 chunks.append(chunk)
     except ClientDisconnect:
-        # Nobody is left to answer; an ApiError keeps it out of the error log.
-        raise ApiError(400, "incomplete_body", "the client left before sending the body") from None
+        # Nobody is left to answer; a refusal keeps it out of the error log.
+        raise Invalid("incomplete_body", "the client left before sending the body") from None
     return b"".join(chunks)
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+def too_large(limit: int) -> TooLarge:
+    return TooLarge("body_too_large", f"the body is larger than {limit} bytes")
 
 
-def wait_options(params: Mapping[str, str]) -> tuple[bool, float]:
-    """``wait`` and ``timeout`` of ``POST /txs``."""
-    wait_text = params.get("wait", "false").lower()
-    if wait_text not in ("true", "false", "1", "0"):
-        raise ApiError(400, "bad_query", "wait must be true or false")
-    try:
-        timeout = float(params.get("timeout", DEFAULT_WAIT_S))
-    except ValueError:
-        raise ApiError(400, "bad_query", "timeout must be a number of seconds") from None
-    if not (math.isfinite(timeout) and 0 < timeout <= MAX_WAIT_S):
-        raise ApiError(400, "bad_query", f"timeout must be more than 0 and at most {MAX_WAIT_S:g}")
-    return wait_text in ("true", "1"), timeout
+async def off_the_loop_if_large(parse: Callable[[bytes], T], body: bytes) -> T:
+    if len(body) > PARSE_IN_THREAD_BYTES:
+        return await trio.to_thread.run_sync(parse, body)
+    return parse(body)
 
 
-def parse_json_txs(body: bytes) -> list[bytes]:
-    """``{"tx": hex}`` or ``{"txs": [hex, ...]}``; nothing else, so a typo in a field
-    name is an error rather than a silently empty submission."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
-    if not isinstance(doc, dict) or len(doc) != 1 or not doc.keys() <= {"tx", "txs"}:
-        raise ApiError(400, "bad_request", 'expected an object with one field: "tx" or "txs"')
-    if "tx" in doc:
-        return [tx_hex(doc["tx"], "tx")]
-    items = doc["txs"]
-    if not isinstance(items, list) or not items:
-        raise ApiError(400, "bad_request", '"txs" must be a non-empty list of hex strings')
-    if len(items) > MAX_BATCH:
-        raise ApiError(400, "too_many_txs", f"at most {MAX_BATCH} transactions per request")
-    return [tx_hex(item, f"txs[{i}]") for i, item in enumerate(items)]
+class JsonBody(Generic[M]):
+    """A JSON request body of model ``M``, at most ``limit`` bytes. With ``empty`` an
+    empty body stands for ``{}`` (and the body is optional in the document)."""
+
+    def __init__(
+        self, model: type[M], limit: int, *, empty: bool = False, description: str | None = None
+    ) -> None:
+        self.model = model
+        self.limit = limit
+        self.empty = empty
+        self.description = description
+
+    async def read(self, request: Request) -> M:
+        return await off_the_loop_if_large(self.parse, await read_body(request, self.limit))
+
+    def parse(self, body: bytes) -> M:
+        if self.empty and not body.strip():
+            doc: Any = {}
+        else:
+            try:
+                doc = json.loads(body)
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                raise Invalid("bad_json", "the body is not valid JSON") from None
+        try:
+            return self.model.model_validate(doc)
+        except ValidationError as exc:
+            raise refusal_of(exc.errors()) from None
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The body's media type and schema, for ``request_body``."""
+        return {JSON: {"schema": self.model.model_json_schema(ref_template=SCHEMA_REF)}}
+
+    @property
+    def openapi(self) -> dict[str, Any]:
+        """The route's ``openapi_extra``: this body."""
+        return request_body(self.content, required=not self.empty, description=self.description)
 
 
-def tx_hex(value: object, where: str) -> bytes:
-    data = from_hex(value, where)
-    if not data:
-        raise ApiError(400, "empty_tx", f"{where} is empty")
-    return data
+def request_body(
+    *contents: dict[str, Any], required: bool = True, description: str | None = None
+) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its body itself (so FastAPI knows no body
+    parameter): the ``requestBody`` in each of ``contents``' media types. A model's schema
+    goes to the document's components (``node.api.document``)."""
+    body: dict[str, Any] = {"required": required, "content": {}}
+    for content in contents:
+        body["content"] |= content
+    if description is not None:
+        body["description"] = description
+    return {"requestBody": body}
 
 
-def from_hex(value: object, where: str) -> bytes:
-    # binascii, unlike bytes.fromhex, refuses whitespace: one spelling per value.
-    if not isinstance(value, str) or not value.isascii():
-        raise ApiError(400, "bad_hex", f"{where} must be a string of hex digits")
-    try:
-        return binascii.unhexlify(value)
-    except binascii.Error:
-        raise ApiError(400, "bad_hex", f"{where} is not an even number of hex digits") from None
-
-
-def digest(text: str, where: str) -> bytes:
-    """A 32-byte id (transaction, block hash) given as 64 hex digits."""
-    if len(text) != 2 * DIGEST_SIZE:
-        raise ApiError(400, "bad_hex", f"{where} must be {2 * DIGEST_SIZE} hex digits")
-    return from_hex(text, where)
-
-
-def height(text: str) -> int:
-    """A block height in a path. Digits only: int() would also take signs, underscores,
-    spaces and non-ASCII digits, and converting a huge numeral costs time."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 20):
-        raise ApiError(400, "bad_height", "a height is a decimal number, 1 or more")
-    return int(text)
+def raw_content(media_type: str, example: str | None = None) -> dict[str, Any]:
+    """A body taken as it is (bytes or text)."""
+    schema = {"type": "string"}
+    if media_type == OCTETS:
+        schema["contentMediaType"] = OCTETS
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {media_type: media}

@@ -30,6 +30,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from net.tcp_peer import TcpStats
+from node.api.guard import BodyBudget, GuardStatistics
 from node.details.service import PrivateDetailsService
 from node.host.peers import peer_statistics
 from node.host.runtime import NodeRuntime
@@ -178,6 +180,19 @@ class NodeCollector(Collector):
             ),
         ):
             yield counter(f"crosstrace_{name}_total", help_text, value)
+        if isinstance(stats, TcpStats):
+            yield counter_by(
+                "crosstrace_p2p_rejected_total",
+                "Inbound p2p sockets closed at once, by reason (net.admission).",
+                "reason",
+                stats.rejected_by_reason.items(),
+            )
+            yield counter_by(
+                "crosstrace_p2p_evicted_total",
+                "Unfinished p2p handshakes ended early to make room, by reason.",
+                "reason",
+                stats.evicted_by_reason.items(),
+            )
 
     def _latency(self) -> HistogramMetricFamily:
         h = self.runtime.stats.commit_latency
@@ -188,6 +203,34 @@ class NodeCollector(Collector):
             "Time from submission to commit of transactions submitted here.",
             buckets=h.cumulative(),
             sum_value=h.sum_s,
+        )
+
+
+class GuardCollector(Collector):
+    """The API's gate (``node.api.guard``): what it refused, and the request bodies it
+    holds against their shared budget."""
+
+    def __init__(self, budget: BodyBudget, stats: GuardStatistics) -> None:
+        self.budget = budget
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield counter_by(
+            "crosstrace_api_refused_total",
+            "API requests the gate refused before any route, by code (wrong_host, "
+            "cross_origin, unsupported_media_type, busy, body_timeout).",
+            "code",
+            self.stats.refused.items(),
+        )
+        yield gauge(
+            "crosstrace_api_body_bytes",
+            "Bytes of request bodies being received or held now.",
+            self.budget.in_flight,
+        )
+        yield gauge(
+            "crosstrace_api_body_budget_bytes",
+            "Most bytes of request bodies held at once, over all requests.",
+            self.budget.limit,
         )
 
 

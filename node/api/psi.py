@@ -21,42 +21,56 @@ clear. Error messages never quote an input line.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated
 
+from fastapi import Depends, FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from node.api.input import ApiError, read_body
-from node.psi.inputs import PsiInputError
+from node.api.input import OCTETS, raw_content, read_body, request_body
+from node.api.models import Error, answer, refusal
+from node.api.models_psi import (
+    EXAMPLE_SET,
+    DedupeQuery,
+    PsiAnswerSet,
+    PsiAnswerSets,
+    PsiInputError,
+    PsiRunList,
+    PsiRunResult,
+    PsiRunStarted,
+    StartQuery,
+)
 from node.psi.run import run_json
-from node.psi.service import PsiError, PsiService
+from node.psi.service import PsiService
+from node.refusals import NotFound, Unavailable
 
 MAX_SET_BODY = 256 * 1024 * 1024  # a million identifiers of up to 256 characters
+SET_BODY = request_body(
+    raw_content(OCTETS, EXAMPLE_SET),
+    description="One identifier a line, UTF-8; blank lines are skipped.",
+)
+UNAVAILABLE = refusal("This node runs no PSI service (`unavailable`).")
+SET_TOO_LARGE = answer(Error | PsiInputError, "The body or the set is larger than the node takes.")
 
 
-def psi_routes(service: PsiService | None) -> list[Route]:
-    """The routes; without a service they answer 503, so the API keeps its shape."""
+def psi_routes(app: FastAPI, service: PsiService | None) -> None:
+    """Adds the routes; without a service they answer 503, so the API keeps its shape."""
 
     def need() -> PsiService:
         if service is None:
-            raise ApiError(503, "unavailable", "this node runs no PSI service")
+            raise Unavailable("unavailable", "this node runs no PSI service")
         return service
 
-    async def start(request: Request) -> Response:
+    async def available() -> None:
+        need()
+
+    async def start(request: Request, query: Annotated[StartQuery, Query()]) -> Response:
         psi = need()
-        params = request.query_params
-        case_id, peer, entity_type = (_param(params, k) for k in ("case", "with", "type"))
         body = await read_body(request, MAX_SET_BODY)
         began = time.perf_counter()
-        try:
-            ids = await psi.read_set(entity_type, body, dedupe=_flag(params, "dedupe"))
-            checked = time.perf_counter() - began
-            run = await psi.start(case_id, peer, ids)
-        except PsiInputError as exc:
-            raise _input_error(exc) from None
-        except PsiError as exc:
-            raise ApiError(exc.status, exc.code, exc.message) from None
+        ids = await psi.read_set(query.type, body, dedupe=query.dedupe)
+        checked = time.perf_counter() - began
+        run = await psi.start(query.case, query.with_, ids)
         answer = run_json(run)
         answer["input"] = {
             "lines": ids.lines,
@@ -66,33 +80,28 @@ def psi_routes(service: PsiService | None) -> list[Route]:
         }
         return JSONResponse(answer, 202)
 
-    async def runs(request: Request) -> Response:
+    async def runs() -> Response:
         psi = need()
         rows = [run_json(run) for run in reversed(psi.runs.values())]
         return JSONResponse({"runs": rows, **psi.statistics()})
 
-    async def one_run(request: Request) -> Response:
+    async def one_run(run_id: str) -> Response:
         psi = need()
-        text = request.path_params["run_id"]
         try:
-            run_id = bytes.fromhex(text)
+            wanted = bytes.fromhex(run_id)
         except ValueError:
-            run_id = b""
-        run = psi.runs.get(run_id)
+            wanted = b""
+        run = psi.runs.get(wanted)
         if run is None:
-            raise ApiError(404, "not_found", "no PSI run with this id is known here")
+            raise NotFound("not_found", "no PSI run with this id is known here")
         return JSONResponse(run_json(run, with_result=True))
 
-    async def put_answer_set(request: Request) -> Response:
+    async def put_answer_set(
+        request: Request, entity_type: str, query: Annotated[DedupeQuery, Query()]
+    ) -> Response:
         psi = need()
-        entity_type = request.path_params["entity_type"]
         body = await read_body(request, MAX_SET_BODY)
-        try:
-            answer_set = await psi.set_answer_set(
-                entity_type, body, dedupe=_flag(request.query_params, "dedupe")
-            )
-        except PsiInputError as exc:
-            raise _input_error(exc) from None
+        answer_set = await psi.set_answer_set(entity_type, body, dedupe=query.dedupe)
         return JSONResponse(
             {
                 "entity_type": entity_type,
@@ -102,37 +111,72 @@ def psi_routes(service: PsiService | None) -> list[Route]:
             }
         )
 
-    async def answer_sets(request: Request) -> Response:
-        psi = need()
-        stats = psi.statistics()
-        return JSONResponse(
-            {k: stats[k] for k in ("answering", "answer_sets", "loading")},
-        )
+    async def answer_sets() -> Response:
+        stats = need().statistics()
+        return JSONResponse({k: stats[k] for k in ("answering", "answer_sets", "loading")})
 
-    return [
-        Route("/psi/runs", start, methods=["POST"]),
-        Route("/psi/runs", runs, methods=["GET"]),
-        Route("/psi/runs/{run_id}", one_run, methods=["GET"]),
-        Route("/psi/answer-sets", answer_sets, methods=["GET"]),
-        Route("/psi/answer-sets/{entity_type}", put_answer_set, methods=["PUT"]),
-    ]
-
-
-def _param(params: Any, name: str) -> str:
-    value = params.get(name)
-    if not value:
-        raise ApiError(400, "bad_query", f"the query needs {name}=...")
-    return str(value)
-
-
-def _flag(params: Any, name: str) -> bool:
-    text = str(params.get(name, "false")).lower()
-    if text not in ("true", "false", "1", "0"):
-        raise ApiError(400, "bad_query", f"{name} must be true or false")
-    return text in ("true", "1")
-
-
-def _input_error(exc: PsiInputError) -> ApiError:
-    problems = [{"line": p.line, "message": p.message} for p in exc.problems]
-    status = 413 if exc.code == "too_large" else 400
-    return ApiError(status, exc.code, exc.message, {"problems": problems})
+    # Where FastAPI checks parameters, the service check comes first, as a dependency.
+    need_first = [Depends(available)]
+    app.add_api_route(
+        "/psi/runs",
+        start,
+        methods=["POST"],
+        dependencies=need_first,
+        status_code=202,
+        summary=(
+            "Start a private set intersection with another member under an active case "
+            "naming both; the run goes on in the background."
+        ),
+        openapi_extra=SET_BODY,
+        responses={
+            202: answer(PsiRunStarted, "The run started."),
+            400: answer(Error | PsiInputError, "A bad query, or the set is refused."),
+            403: refusal("The case does not name both members, or a role is missing."),
+            404: refusal("No such case or member."),
+            409: refusal("The case is not active."),
+            413: SET_TOO_LARGE,
+            503: refusal("Busy, not connected to that member, or no PSI service."),
+        },
+    )
+    app.add_api_route(
+        "/psi/runs",
+        runs,
+        methods=["GET"],
+        summary="The runs going on or recently ended here, either role.",
+        responses={
+            200: answer(PsiRunList, "The runs, newest first, and the service's counters."),
+            503: UNAVAILABLE,
+        },
+    )
+    app.add_api_route(
+        "/psi/runs/{run_id}",
+        one_run,
+        methods=["GET"],
+        summary="One run; with its intersection once completed and recorded.",
+        responses={
+            200: answer(PsiRunResult, "The run."),
+            404: refusal("No such run here."),
+            503: UNAVAILABLE,
+        },
+    )
+    app.add_api_route(
+        "/psi/answer-sets",
+        answer_sets,
+        methods=["GET"],
+        summary="The sets this node answers other members' runs with.",
+        responses={200: answer(PsiAnswerSets, "By entity type."), 503: UNAVAILABLE},
+    )
+    app.add_api_route(
+        "/psi/answer-sets/{entity_type}",
+        put_answer_set,
+        methods=["PUT"],
+        dependencies=need_first,
+        summary="Replace the set this node answers with, for one entity type.",
+        openapi_extra=SET_BODY,
+        responses={
+            200: answer(PsiAnswerSet, "Loaded and hashed."),
+            400: answer(Error | PsiInputError, "The set is refused."),
+            413: SET_TOO_LARGE,
+            503: UNAVAILABLE,
+        },
+    )

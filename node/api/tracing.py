@@ -8,108 +8,81 @@ committed; the answer carries where that record landed, in the body (JSON) or in
 spent on each step in ``Server-Timing`` (authorise, audit, query), so the cost of the
 query and of the audit commit can be told apart.
 
-Request bodies are small JSON objects checked field by field: an unknown field, a
-missing one or a value of the wrong type is a 400 naming the field, never quoting
-what was sent.
+Request bodies are small JSON objects checked field by field by their models
+(``node.api.models_tracing``): an unknown field, a missing one or a value of the wrong
+type is a 400 naming the field, never quoting what was sent. Answers are rendered
+once, as JSON bytes (``node.tracing.render``), not validated again against their
+models: a trace of a thousand records is on the hot path.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import trio
+from fastapi import Depends, FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from node.api.input import ApiError, digest, read_body
+from node.api.fields import DIGEST_SCHEMA
+from node.api.input import JSON, JsonBody
+from node.api.models import EmptyRequest, answer, refusal
+from node.api.models_tracing import (
+    AuditList,
+    AuditQuery,
+    CaseChange,
+    CaseList,
+    CaseStatus,
+    GraphAnswer,
+    GraphRequest,
+    HistoryAnswer,
+    HistoryRequest,
+    OpenCaseRequest,
+    TraceAnswer,
+    TraceRequest,
+    time_window,
+)
 from node.ledger.application import entity_key
-from node.ledger.cases import CaseStatus
-from node.ledger.kinds import QUERY_KINDS
-from node.tracing.audit import DEFAULT_LIMIT, MAX_LIMIT, audit_json, audit_trail
-from node.tracing.queries import DEFAULT_TRACE_LIMIT, MAX_GRAPH_DEPTH, Grant, TimeWindow
+from node.refusals import Conflict, Invalid, NotFound, Unavailable
+from node.tracing.audit import audit_json, audit_trail
+from node.tracing.queries import Grant
 from node.tracing.render import graph_dot, graph_json, history_json, status_json, trace_json
-from node.tracing.service import Answer, Committed, TracingError, TracingService, check_case_id
+from node.tracing.service import Answer, Committed, TracingService, check_case_id
 
 MAX_REQUEST_BYTES = 64 * 1024
-MAX_TIME_MS = 2**63 - 1
-DEFAULT_GRAPH_DEPTH = 2
 INLINE_TRACE_RECORDS = 100
 DOT_MEDIA_TYPE = "text/vnd.graphviz"
-JSON_MEDIA_TYPE = "application/json"
 
-Handler = Callable[[Request], Awaitable[Response]]
+OPEN_CASE = JsonBody(OpenCaseRequest, MAX_REQUEST_BYTES)
+NO_FIELDS = JsonBody(EmptyRequest, MAX_REQUEST_BYTES, empty=True)
+TRACE = JsonBody(TraceRequest, MAX_REQUEST_BYTES)
+GRAPH = JsonBody(GraphRequest, MAX_REQUEST_BYTES)
+HISTORY = JsonBody(HistoryRequest, MAX_REQUEST_BYTES)
 
-
-class _Fields:
-    """The fields of one JSON request body, each read once and checked."""
-
-    def __init__(
-        self, doc: object, allowed: tuple[str, ...], required: tuple[str, ...] = ()
-    ) -> None:
-        if not isinstance(doc, dict):
-            raise ApiError(400, "bad_request", "the body must be a JSON object")
-        if not doc.keys() <= set(allowed):
-            raise ApiError(
-                400, "bad_request", f"unexpected fields; the fields are {', '.join(allowed)}"
-            )
-        for name in required:
-            if name not in doc:
-                raise ApiError(400, "bad_request", f"{name} is required")
-        self.doc: dict[str, Any] = doc
-
-    # An optional field is either left out or given a value of its type: null is not
-    # "left out", so the document's schemas need no nullable request fields.
-
-    def text(self, name: str, default: str | None = None) -> str:
-        if name not in self.doc and default is not None:
-            return default
-        value = self.doc.get(name)
-        if not isinstance(value, str):
-            raise ApiError(400, "bad_request", f"{name} must be a string")
-        return value
-
-    def integer(self, name: str, low: int, high: int, default: int | None = None) -> int:
-        if name not in self.doc and default is not None:
-            return default
-        return integer(self.doc.get(name), name, low, high)
-
-    def window(self, name: str = "window") -> TimeWindow | None:
-        if name not in self.doc:
-            return None
-        value = self.doc[name]
-        fields = _Fields(value, ("start_ms", "end_ms"), ("start_ms", "end_ms"))
-        start = fields.integer("start_ms", 0, MAX_TIME_MS)
-        end = fields.integer("end_ms", 0, MAX_TIME_MS)
-        if start > end:
-            raise ApiError(400, "bad_window", f"{name}.start_ms is after {name}.end_ms")
-        return TimeWindow(start, end)
-
-
-def integer(value: object, name: str, low: int, high: int) -> int:
-    # bool is an int in Python but not in JSON; an integral float is one in JSON Schema.
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, "bad_request", f"{name} must be an integer")
-    if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name} must be {low} to {high}")
-    return value
-
-
-async def read_json(request: Request) -> object:
-    """The body as JSON (empty: ``{}``), refused with 413 past ``MAX_REQUEST_BYTES``."""
-    body = await read_body(request, MAX_REQUEST_BYTES)
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+BAD_INPUT = refusal("The request is malformed; the message names the field.")
+UNAVAILABLE = refusal(
+    "The node cannot serve this now: no tracing service or pseudonym key, a full mempool "
+    "(`node_busy`), or the access record was not committed in time (`audit_timeout`)."
+)
+TOO_LARGE = refusal("The body is larger than 64 KiB.")
+REJECTED = refusal("The node refused the transaction (`rejected`).")
+ACCESS_HEADERS = {
+    "Server-Timing": {
+        "description": "`authorise`, `audit` (the access record's commit), `query` and "
+        "`total` (the whole handler, audit included) in ms",
+        "schema": {"type": "string"},
+    },
+    "Crosstrace-Access-Tx": {
+        "description": "the access record's tx id",
+        "schema": DIGEST_SCHEMA,
+    },
+    "Crosstrace-Access-Height": {
+        "description": "the height it committed at",
+        "schema": {"type": "string"},
+    },
+}
 
 
 def _committed_json(committed: Committed) -> dict[str, Any]:
@@ -122,11 +95,11 @@ def _committed_json(committed: Committed) -> dict[str, Any]:
     }
 
 
-def _timing_headers(answer: Answer[Any], request: Request) -> dict[str, str]:
+def _timing_headers(answer: Answer[Any], started: float) -> dict[str, str]:
     """Where the access record went, and the milliseconds each step took: ``total`` is
     the whole handler (reading the request to rendering the answer), audit included."""
     t = answer.timings
-    total = (time.perf_counter() - request.state.started) * 1000
+    total = (time.perf_counter() - started) * 1000
     location = answer.access.location
     assert location is not None  # an answer exists only once its access record does
     return {
@@ -143,11 +116,15 @@ class _TracingApi:
     def __init__(self, service: TracingService | None) -> None:
         self._service = service
 
+    async def need(self) -> None:
+        """The first dependency of a route whose parameters FastAPI checks: without the
+        service, 503 before anything (the others ask for ``service`` first thing)."""
+        _ = self.service
+
     @property
     def service(self) -> TracingService:
         if self._service is None:
-            raise ApiError(
-                503,
+            raise Unavailable(
                 "tracing_unavailable",
                 "this node was started without its tracing service: cases, queries and "
                 "the audit trail are not served",
@@ -156,7 +133,7 @@ class _TracingApi:
 
     # -- cases ----------------------------------------------------------------------
 
-    async def list_cases(self, request: Request) -> Response:
+    async def list_cases(self) -> Response:
         service = self.service
         return JSONResponse(
             {
@@ -166,34 +143,24 @@ class _TracingApi:
             }
         )
 
-    async def show_case(self, request: Request) -> Response:
-        case_id = check_case_id(request.path_params["case_id"])
+    async def show_case(self, case_id: str) -> Response:
+        case_id = check_case_id(case_id)
         status = self.service.status(case_id)
         if status is None:
-            raise ApiError(404, "no_case", f"there is no case {case_id!r} on the ledger")
+            raise NotFound("no_case", f"there is no case {case_id!r} on the ledger")
         return JSONResponse(status_json(status))
 
     async def open_case(self, request: Request) -> Response:
         service = self.service
-        fields = _Fields(
-            await read_json(request),
-            ("case_id", "purpose", "scope", "window", "expires_ms"),
-            ("case_id", "purpose", "scope", "window", "expires_ms"),
+        body = await OPEN_CASE.read(request)
+        case_id = body.case_id
+        committed = await service.open_case(
+            case_id, body.purpose, body.scope, body.window.time_window, body.expires_ms
         )
-        case_id = check_case_id(fields.doc["case_id"])
-        purpose = fields.text("purpose")
-        scope = fields.doc["scope"]
-        if not isinstance(scope, list):
-            raise ApiError(400, "bad_scope", "scope must be a list of TYPE:VALUE strings")
-        window = fields.window()
-        assert window is not None  # required above, and null is not an object
-        expires_ms = fields.integer("expires_ms", 0, MAX_TIME_MS)
-        committed = await service.open_case(case_id, purpose, scope, window, expires_ms)
         if committed.committed and service.case_of(committed, case_id) is None:
             owner = service.registry.case(case_id)
             assert owner is not None
-            raise ApiError(
-                409,
+            raise Conflict(
                 "case_exists",
                 f"another case {case_id!r} was committed first (opened by {owner.opener!r} "
                 f"at height {owner.opened.height}); this one authorises nothing",
@@ -201,21 +168,17 @@ class _TracingApi:
             )
         return self._change(committed, case_id, 201)
 
-    async def approve_case(self, request: Request) -> Response:
-        _Fields(await read_json(request), ())
-        case_id = request.path_params["case_id"]
+    async def approve_case(self, case_id: str, request: Request) -> Response:
+        await NO_FIELDS.read(request)
         return self._change(await self.service.approve(case_id), case_id, 200)
 
-    async def close_case(self, request: Request) -> Response:
-        _Fields(await read_json(request), ())
-        case_id = request.path_params["case_id"]
+    async def close_case(self, case_id: str, request: Request) -> Response:
+        await NO_FIELDS.read(request)
         return self._change(await self.service.close(case_id), case_id, 200)
 
     def _change(self, committed: Committed, case_id: str, status_code: int) -> Response:
         """200/201 with the case's new state once committed, else 202: not yet."""
-        status: CaseStatus | None = None
-        if committed.committed:
-            status = self.service.status(case_id)
+        status = self.service.status(case_id) if committed.committed else None
         body = _committed_json(committed) | {
             "case": None if status is None else status_json(status)
         }
@@ -224,17 +187,12 @@ class _TracingApi:
     # -- queries --------------------------------------------------------------------
 
     async def trace(self, request: Request) -> Response:
+        started = time.perf_counter()
         service = self.service
-        fields = _Fields(
-            await read_json(request),
-            ("case_id", "entity", "window", "limit", "after"),
-            ("case_id", "entity"),
-        )
-        case_id = check_case_id(fields.doc["case_id"])
-        entity = service.entity(fields.doc["entity"], "entity")
-        window = fields.window()
-        limit = fields.integer("limit", 1, DEFAULT_TRACE_LIMIT, DEFAULT_TRACE_LIMIT)
-        after = _location(fields.doc["after"], "after") if "after" in fields.doc else None
+        body = await TRACE.read(request)
+        case_id, limit = body.case_id, body.limit
+        entity = service.entity(body.entity, "entity")
+        after = None if body.after is None else (body.after[0], body.after[1])
 
         def run(grant: Grant) -> dict[str, Any]:
             return trace_json(service.tracer.trace(grant, limit, after))
@@ -244,155 +202,211 @@ class _TracingApi:
         # long one in a thread, so consensus keeps moving while it reads.
         postings = service.store.entity_tx_count(entity_key(entity))
         inline = min(postings, limit) <= INLINE_TRACE_RECORDS
-        answer = await service.answer(case_id, "trace", entity, window, run, in_thread=not inline)
-        return self._json_answer(answer, request)
+        answer = await service.answer(
+            case_id, "trace", entity, time_window(body.window), run, in_thread=not inline
+        )
+        return _json_answer(answer, started)
 
     async def graph(self, request: Request) -> Response:
+        started = time.perf_counter()
         service = self.service
-        fields = _Fields(
-            await read_json(request),
-            ("case_id", "entity", "depth", "window", "format"),
-            ("case_id", "entity"),
-        )
-        case_id = check_case_id(fields.doc["case_id"])
-        entity = service.entity(fields.doc["entity"], "entity")
-        depth = fields.integer("depth", 0, MAX_GRAPH_DEPTH, DEFAULT_GRAPH_DEPTH)
-        window = fields.window()
-        shape = fields.text("format", "json")
-        if shape not in ("json", "dot"):
-            raise ApiError(400, "bad_request", "format must be json or dot")
+        body = await GRAPH.read(request)
+        entity = service.entity(body.entity, "entity")
+        depth, shape = body.depth, body.format
 
         def run(grant: Grant) -> dict[str, Any] | str:
             result = service.tracer.graph(grant, depth)
             return graph_dot(result) if shape == "dot" else graph_json(result)
 
-        answer = await service.answer(case_id, "graph", entity, window, run)
+        answer = await service.answer(body.case_id, "graph", entity, time_window(body.window), run)
         if isinstance(answer.result, str):
             return Response(
-                answer.result, media_type=DOT_MEDIA_TYPE, headers=_timing_headers(answer, request)
+                answer.result, media_type=DOT_MEDIA_TYPE, headers=_timing_headers(answer, started)
             )
-        return self._json_answer(answer, request)
+        return _json_answer(answer, started)
 
     async def history(self, request: Request) -> Response:
+        started = time.perf_counter()
         service = self.service
-        fields = _Fields(
-            await read_json(request), ("case_id", "tx_id", "window"), ("case_id", "tx_id")
-        )
-        case_id = check_case_id(fields.doc["case_id"])
-        record = digest(fields.text("tx_id"), "tx_id")
-        window = fields.window()
+        body = await HISTORY.read(request)
 
         def run(grant: Grant) -> dict[str, Any]:
             return history_json(service.tracer.history(grant))
 
         # On the event loop: a case's history reads the registry, which is not
         # thread-safe; the referrers it reads are bounded by the history limit.
-        answer = await service.answer(case_id, "history", record, window, run, in_thread=False)
-        return self._json_answer(answer, request)
-
-    @staticmethod
-    def _json_answer(answer: Answer[Any], request: Request) -> Response:
-        body = answer.result | {"access": _committed_json(answer.access)}
-        # Rendered as JSONResponse does, but before the headers, so ``total`` covers it.
-        content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return Response(
-            content.encode(), media_type=JSON_MEDIA_TYPE, headers=_timing_headers(answer, request)
+        answer = await service.answer(
+            body.case_id, "history", body.tx_id, time_window(body.window), run, in_thread=False
         )
+        return _json_answer(answer, started)
 
     # -- audit ----------------------------------------------------------------------
 
-    async def audit(self, request: Request) -> Response:
+    async def audit(self, query: Annotated[AuditQuery, Query()]) -> Response:
         service = self.service
-        params = request.query_params
-        unknown = set(params.keys()) - {"case", "member", "query", "limit", "after"}
-        if unknown:
-            raise ApiError(
-                400,
-                "bad_query",
-                "unexpected parameters; they are case, member, query, limit, after",
-            )
-        case_id = check_case_id(params["case"]) if "case" in params else None
-        member = params.get("member")
+        member = query.member
         if member is not None and service.genesis.member_by_name(member) is None:
-            raise ApiError(400, "bad_query", "member names no member of this consortium")
-        query = params.get("query")
-        if query is not None and query not in QUERY_KINDS:
-            raise ApiError(400, "bad_query", f"query must be one of {', '.join(QUERY_KINDS)}")
-        limit = _decimal(params.get("limit"), "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
-        after = _after_param(params.get("after"))
+            raise Invalid("bad_query", "member names no member of this consortium")
         page = await trio.to_thread.run_sync(
             lambda: audit_trail(
                 service.store,
-                case_id=case_id,
+                case_id=query.case,
                 member=member,
-                query=query,
-                limit=limit,
-                after=after,
+                query=query.query,
+                limit=query.limit,
+                after=None if query.after is None else (query.after.height, query.after.index),
             )
         )
         return JSONResponse(audit_json(page))
 
 
-def _location(value: object, name: str) -> tuple[int, int]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise ApiError(400, "bad_request", f"{name} must be [height, index]")
-    return (
-        integer(value[0], f"{name}[0]", 0, MAX_TIME_MS),
-        integer(value[1], f"{name}[1]", 0, MAX_TIME_MS),
-    )
+def _json_answer(answer: Answer[Any], started: float) -> Response:
+    body = answer.result | {"access": _committed_json(answer.access)}
+    # Rendered as JSONResponse does, but before the headers, so ``total`` covers it.
+    content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(content.encode(), media_type=JSON, headers=_timing_headers(answer, started))
 
 
-def _decimal(text: str | None, name: str, low: int, high: int, default: int) -> int:
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit() and len(text) <= 20):
-        raise ApiError(400, "bad_query", f"{name} must be a whole number, {low} to {high}")
-    value = int(text)
-    if not low <= value <= high:
-        raise ApiError(400, "bad_query", f"{name} must be {low} to {high}")
-    return value
-
-
-def _after_param(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    height, sep, index = text.partition(":")
-    if not sep:
-        raise ApiError(400, "bad_query", "after must be HEIGHT:INDEX")
-    return (
-        _decimal(height, "after height", 0, MAX_TIME_MS, 0),
-        _decimal(index, "after index", 0, MAX_TIME_MS, 0),
-    )
-
-
-def _errors_as_api_errors(handler: Handler) -> Handler:
-    async def handle(request: Request) -> Response:
-        request.state.started = time.perf_counter()
-        try:
-            return await handler(request)
-        except TracingError as exc:
-            raise ApiError(exc.status, exc.code, exc.message, exc.extra) from None
-
-    return handle
-
-
-def tracing_routes(service: TracingService | None) -> list[Route]:
-    """The routes; with ``service`` None each answers 503 (the node runs without it)."""
-    api = _TracingApi(service)
-    table: Mapping[tuple[str, str], Handler] = {
-        ("/cases", "GET"): api.list_cases,
-        ("/cases", "POST"): api.open_case,
-        # Case ids may hold "/" (they are "HZ/2026/0001" in some bureaus): the path
-        # converter takes them whole, and the suffixed routes come first.
-        ("/cases/{case_id:path}/approve", "POST"): api.approve_case,
-        ("/cases/{case_id:path}/close", "POST"): api.close_case,
-        ("/cases/{case_id:path}", "GET"): api.show_case,
-        ("/trace", "POST"): api.trace,
-        ("/graph", "POST"): api.graph,
-        ("/history", "POST"): api.history,
-        ("/audit", "GET"): api.audit,
+def _change_op(summary: str, role: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "openapi_extra": NO_FIELDS.openapi,
+        "responses": {
+            200: answer(CaseChange, "Committed; `case` is its new state."),
+            202: answer(CaseChange, "Submitted, not committed in time."),
+            400: BAD_INPUT,
+            403: refusal(f"This node's member lacks the {role} role (`forbidden_role`)."),
+            404: refusal("There is no such case (`no_case`)."),
+            409: refusal("Already done, or the case is closed or expired."),
+            413: TOO_LARGE,
+            422: REJECTED,
+            503: UNAVAILABLE,
+        },
     }
-    return [
-        Route(path, _errors_as_api_errors(handler), methods=[method])
-        for (path, method), handler in table.items()
-    ]
+
+
+def _query_op(
+    summary: str, body: JsonBody[Any], model: type[Any], dot: bool = False
+) -> dict[str, Any]:
+    content = {DOT_MEDIA_TYPE: {"schema": {"type": "string"}}} if dot else {}
+    return {
+        "summary": summary,
+        "openapi_extra": body.openapi,
+        "responses": {
+            200: answer(
+                model,
+                "The answer; its access record is committed.",
+                headers=ACCESS_HEADERS,
+                content=content,
+            ),
+            400: BAD_INPUT,
+            403: refusal(
+                "Refused: `no_case`, `not_approved`, `expired`, `closed`, `out_of_scope`, "
+                "`outside_window`, or this node may not sign access records (`forbidden_role`)."
+            ),
+            404: refusal("No such record (`no_record`, history only)."),
+            413: TOO_LARGE,
+            422: refusal("The node refused the access record (`rejected`)."),
+            503: UNAVAILABLE,
+        },
+    }
+
+
+def tracing_routes(app: FastAPI, service: TracingService | None) -> None:
+    """Adds the routes; with ``service`` None each answers 503 (the node runs without it)."""
+    api = _TracingApi(service)
+    app.add_api_route(
+        "/cases",
+        api.list_cases,
+        methods=["GET"],
+        summary="Every case on the ledger with its state, approvals and reason.",
+        responses={200: answer(CaseList, "The cases."), 503: UNAVAILABLE},
+    )
+    app.add_api_route(
+        "/cases",
+        api.open_case,
+        methods=["POST"],
+        status_code=201,
+        summary=(
+            "Open a case: the node signs a `case` transaction as its member (role "
+            "investigator). Scope identifiers are given in the clear and pseudonymised by "
+            "the node; the case is active once k members approve."
+        ),
+        openapi_extra=OPEN_CASE.openapi,
+        responses={
+            201: answer(CaseChange, "Committed; `case` is pending approval."),
+            202: answer(CaseChange, "Submitted, not committed in time."),
+            400: BAD_INPUT,
+            403: refusal("This node's member is no investigator (`forbidden_role`)."),
+            409: refusal("The case id is taken (`case_exists`)."),
+            413: TOO_LARGE,
+            422: REJECTED,
+            503: UNAVAILABLE,
+        },
+    )
+    # Case ids may hold "/" (they are "HZ/2026/0001" in some bureaus): the path
+    # converter takes them whole, and the suffixed routes come first.
+    app.add_api_route(
+        "/cases/{case_id:path}/approve",
+        api.approve_case,
+        methods=["POST"],
+        **_change_op("Approve a case as this node's member.", "approver"),
+    )
+    app.add_api_route(
+        "/cases/{case_id:path}/close",
+        api.close_case,
+        methods=["POST"],
+        **_change_op("Close a case for good as this node's member.", "investigator"),
+    )
+    app.add_api_route(
+        "/cases/{case_id:path}",
+        api.show_case,
+        methods=["GET"],
+        summary="One case: state, approvals (n of k), reason, scope, window.",
+        responses={
+            200: answer(CaseStatus, "The case."),
+            400: BAD_INPUT,
+            404: refusal("There is no such case (`no_case`)."),
+            503: UNAVAILABLE,
+        },
+    )
+    app.add_api_route(
+        "/trace",
+        api.trace,
+        methods=["POST"],
+        **_query_op(
+            "Every report and link about an entity in scope of an active case.",
+            TRACE,
+            TraceAnswer,
+        ),
+    )
+    app.add_api_route(
+        "/graph",
+        api.graph,
+        methods=["POST"],
+        **_query_op(
+            "The link graph around an entity in scope, breadth-first to `depth`, as JSON or "
+            "Graphviz DOT.",
+            GRAPH,
+            GraphAnswer,
+            dot=True,
+        ),
+    )
+    app.add_api_route(
+        "/history",
+        api.history,
+        methods=["POST"],
+        **_query_op("Who submitted a record, when, and what refers to it.", HISTORY, HistoryAnswer),
+    )
+    app.add_api_route(
+        "/audit",
+        api.audit,
+        methods=["GET"],
+        dependencies=[Depends(api.need)],
+        summary="Access records from the ledger: who queried what under which case.",
+        responses={
+            200: answer(AuditList, "Access records in ledger order."),
+            400: BAD_INPUT,
+            503: UNAVAILABLE,
+        },
+    )

@@ -12,6 +12,9 @@ import httpx
 
 from node.client.http import ApiClientError
 
+# The sets travel as bytes, one identifier a line: the API takes no text/plain bodies.
+OCTETS = {"content-type": "application/octet-stream"}
+
 ENDED = ("completed", "failed", "refused")
 
 
@@ -35,7 +38,7 @@ class PsiClient:
         params = {"case": case_id, "with": peer, "type": entity_type}
         if dedupe:
             params["dedupe"] = "true"
-        return self._call("POST", "/psi/runs", (202,), params=params, content=data)
+        return self._call("POST", "/psi/runs", (202,), params=params, content=data, headers=OCTETS)
 
     def run(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/psi/runs/{run_id}", (200,))
@@ -48,7 +51,12 @@ class PsiClient:
     ) -> dict[str, Any]:
         params = {"dedupe": "true"} if dedupe else {}
         return self._call(
-            "PUT", f"/psi/answer-sets/{entity_type}", (200,), params=params, content=data
+            "PUT",
+            f"/psi/answer-sets/{entity_type}",
+            (200,),
+            params=params,
+            content=data,
+            headers=OCTETS,
         )
 
     def wait(

@@ -60,11 +60,11 @@ class TracingClient(ApiClient):
         return response.status_code, self._object(response)
 
     def approve(self, case_id: str) -> tuple[int, dict[str, Any]]:
-        response = self._request("POST", f"/cases/{case_id}/approve", ok=(200, 202))
+        response = self._request("POST", f"/cases/{case_id}/approve", json={}, ok=(200, 202))
         return response.status_code, self._object(response)
 
     def close_case(self, case_id: str) -> tuple[int, dict[str, Any]]:
-        response = self._request("POST", f"/cases/{case_id}/close", ok=(200, 202))
+        response = self._request("POST", f"/cases/{case_id}/close", json={}, ok=(200, 202))
         return response.status_code, self._object(response)
 
     # -- queries --------------------------------------------------------------------

@@ -70,6 +70,7 @@ from node.host.peers import peer_statistics
 from node.host.runtime import NodeRuntime, SubmitResult
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import TxRejected, decode_tx, tx_id
+from node.refusals import Conflict, Invalid, NotFound, Rejected
 from node.setup.genesis import Genesis
 
 log = logging.getLogger("crosstrace.private")
@@ -92,22 +93,6 @@ REFUSALS = ("mismatch", "not_signer", "no_commitment")
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-class ShareError(Exception):
-    """Details the node will not take; ``status`` and ``code`` for the API."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-class NotHeld(Exception):
-    """Why this node cannot show the details of a transaction (``code``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass
@@ -244,7 +229,7 @@ class PrivateDetailsService:
         )
         others = [self._index[n] for n in shared_with if n != self.name]
         if not await trio.to_thread.run_sync(self.store.put, new_tx, record, others):
-            raise ShareError(409, "already_shared", "details for this transaction are already held")
+            raise Conflict("already_shared", "details for this transaction are already held")
         result = await self.runtime.submit(tx_bytes)
         if not result.accepted and result.code != "duplicate":
             # Nothing on the ledger will stand behind them: take them back.
@@ -265,35 +250,34 @@ class PrivateDetailsService:
     def _check_share(
         self, tx_bytes: bytes, salt: bytes, details: Details, recipients: Sequence[str] | None
     ) -> tuple[bytes, tuple[str, ...]]:
-        """The tx id and the recipients, or ``ShareError``."""
+        """The tx id and the recipients, or a refusal saying why not."""
         try:
             tx = decode_tx(tx_bytes)
             member, committed = committed_commitment(tx_bytes)
         except (DecodeError, TxRejected):
-            raise ShareError(400, "malformed", "the transaction does not decode") from None
+            raise Invalid("malformed", "the transaction does not decode") from None
         if tx.member != self.name:
-            raise ShareError(
-                422,
+            raise Rejected(
                 "not_own",
                 f"the transaction is signed by {member!r}; this node shares only the details "
                 f"of {self.name!r}'s transactions, as recipients accept them from the signer only",
             )
         if committed is None:
-            raise ShareError(422, "no_commitment", "the transaction commits to no details")
+            raise Rejected("no_commitment", "the transaction commits to no details")
         if not matches(salt, encode_details(details), committed):
-            raise ShareError(
-                422, "mismatch", "the details and salt do not match the transaction's commitment"
+            raise Rejected(
+                "mismatch", "the details and salt do not match the transaction's commitment"
             )
         try:
             wanted = resolve_recipients(self.genesis, self.name, recipients)
         except UnknownMembers as exc:
-            raise ShareError(400, "unknown_member", str(exc)) from None
+            raise Invalid("unknown_member", str(exc)) from None
         return tx_id(tx_bytes), wanted
 
     # ------------------------------------------------------------------ reading
 
     def lookup(self, wanted: bytes) -> DetailsView:
-        """The details of ``wanted`` held here, or ``NotHeld`` saying why not."""
+        """The details of ``wanted`` held here, or ``NotFound`` with the reason as its code."""
         record = self.store.get(wanted)
         tx_bytes = self.ledger.tx(wanted)
         committed: bytes | None = None
@@ -316,26 +300,26 @@ class PrivateDetailsService:
             undelivered=undelivered,
         )
 
-    def _not_held(self, wanted: bytes, on_ledger: bool, committed: bytes | None) -> NotHeld:
+    def _not_held(self, wanted: bytes, on_ledger: bool, committed: bytes | None) -> NotFound:
         gone = self.store.deleted(wanted)
         if gone is not None:
             deleted_ms, stored_ms = gone
             days = (deleted_ms - stored_ms) / DAY_MS
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(deleted_ms / 1000))
-            return NotHeld(
+            return NotFound(
                 "deleted",
                 f"deleted by retention on {when}, {days:.1f} days after they were stored; "
                 "the commitment stays on the ledger",
             )
         if any(key[1] == wanted for key in self._pending):
-            return NotHeld(
+            return NotFound(
                 "pending", "details arrived, but the transaction is not committed here yet"
             )
         if not on_ledger:
-            return NotHeld("not_found", "no committed transaction with this id is known")
+            return NotFound("not_found", "no committed transaction with this id is known")
         if committed is None:
-            return NotHeld("no_commitment", "the transaction commits to no private details")
-        return NotHeld(
+            return NotFound("no_commitment", "the transaction commits to no private details")
+        return NotFound(
             "not_entitled",
             "this node holds no details for the transaction: its member is not among the "
             "recipients the submitter named, or they have not arrived yet",

@@ -26,8 +26,9 @@ from typing import Any
 import trio
 
 from node.psi.crypto import ChunkPool, blind_chunk, domain, hash_chunk, random_scalar
-from node.psi.inputs import IdentifierSet, PsiInputError
+from node.psi.inputs import IdentifierSet
 from node.psi.work import map_all
+from node.refusals import Refusal
 
 log = logging.getLogger("crosstrace.psi")
 
@@ -98,7 +99,7 @@ class AnswerSets:
         try:
             data = await trio.Path(path).read_bytes()
             await self.load(entity_type, data, source=str(path))
-        except (OSError, PsiInputError) as exc:
+        except (OSError, Refusal) as exc:
             where = "; ".join(f"line {p.line}: {p.message}" for p in getattr(exc, "problems", ()))
             log.error(
                 "psi.answer_sets.%s (%s) not loaded: %s%s",

@@ -9,8 +9,10 @@ the caller asked to keep the first of each), or when it is larger than the node 
 Blank lines are skipped, so a trailing newline or a spacer line is not an error; line
 numbers count every line of the input, blank or not, so they match the file.
 
-Messages never quote a line: it may be an identifier, and the answer may end up in a
-log. The line number says where to look.
+The refusals are ``PsiInputError`` (``node.refusals.Invalid``, with the lines at fault)
+and ``TooLarge`` for a set larger than the node takes. Messages never quote a line: it
+may be an identifier, and the answer may end up in a log. The line number says where
+to look.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from node.identifiers.normalize import EntityType
 from node.psi.crypto import Normalised
+from node.refusals import Invalid, TooLarge
 
 MAX_PROBLEMS = 20
 NORMALISE_CHUNK = 2000  # lines per worker task (about 0.1 s of phone-number parsing)
@@ -33,14 +36,17 @@ class Problem:
     message: str
 
 
-class PsiInputError(ValueError):
-    """A set the node will not use; ``code`` is stable, ``problems`` name the lines."""
+class PsiInputError(Invalid):
+    """A set the node will not use; ``code`` is stable, ``problems`` name the lines (and
+    are in ``details`` as the caller is shown them)."""
 
     def __init__(self, code: str, message: str, problems: Sequence[Problem] = ()) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
         self.problems = tuple(problems)
+        super().__init__(code, message, problem_details(self.problems))
+
+
+def problem_details(problems: Sequence[Problem]) -> dict[str, list[dict[str, object]]]:
+    return {"problems": [{"line": p.line, "message": p.message} for p in problems]}
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,11 @@ def split_lines(text: str, max_count: int) -> list[Line]:
     lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1)]
     kept = [(i, line) for i, line in lines if line]
     if len(kept) > max_count:
-        raise PsiInputError(
+        raise TooLarge(
             "too_large",
             f"the input holds {len(kept):,} identifiers; this node takes at most {max_count:,} "
             "(psi.max_set_size)",
+            problem_details(()),
         )
     return kept
 

@@ -88,6 +88,15 @@ from node.psi.protocol import (
 from node.psi.record import record_run
 from node.psi.run import Run, RunState, Wiring, abort, exchange, next_message, send
 from node.psi.work import map_all
+from node.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refusal,
+    TooLarge,
+    Unavailable,
+)
 from node.setup.config import PsiSection
 from node.setup.genesis import Genesis
 
@@ -96,14 +105,6 @@ log = logging.getLogger("crosstrace.psi")
 INBOX_FRAMES = 1024
 KEEP_FINISHED = 16  # ended runs kept for the API, with their results
 SEEN_RUN_IDS = 100_000
-
-
-class PsiError(Exception):
-    """A run or a set this node will not take; ``status`` is the HTTP status to use."""
-
-    def __init__(self, status: int, code: str, message: str, problems: Any = ()) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.problems = status, code, message, problems
 
 
 @dataclass
@@ -245,24 +246,22 @@ class PsiService:
     # ------------------------------------------------------------------ who may run
 
     def _authorise(self, case_id: str, initiator: str, responder: str) -> CaseStatus:
-        """The case, if it lets ``initiator`` and ``responder`` run; else ``PsiError``."""
+        """The case, if it lets ``initiator`` and ``responder`` run; else a refusal."""
         status = self.registry.status(case_id, self.clock_ms())
         if status is None:
-            raise PsiError(404, "no_case", f"there is no case {case_id!r} on the ledger")
+            raise NotFound("no_case", f"there is no case {case_id!r} on the ledger")
         if not status.active:
-            raise PsiError(409, "case_not_active", status.reason)
+            raise Conflict("case_not_active", status.reason)
         named = {status.case.opener} | {e.member for e in status.approvals}
         for who in (initiator, responder):
             if who not in named:
-                raise PsiError(
-                    403,
+                raise Forbidden(
                     "not_named",
                     f"case {case_id!r} does not name member {who!r}: a member takes part in "
                     "a PSI run only under a case it opened or approved",
                 )
             if not KIND_ROLES[PsiRun.kind] & self._roles[who]:
-                raise PsiError(
-                    403,
+                raise Forbidden(
                     "forbidden_role",
                     f"member {who!r} holds neither role (investigator or auditor) needed "
                     "to sign the record of a PSI run",
@@ -272,14 +271,13 @@ class PsiService:
     def _check_capacity(self) -> None:
         active = sum(1 for r in self.runs.values() if r.active)
         if active >= self.max_runs:
-            raise PsiError(
-                503, "busy", f"{active} PSI runs are going on here (psi.max_runs); retry later"
+            raise Unavailable(
+                "busy", f"{active} PSI runs are going on here (psi.max_runs); retry later"
             )
 
     def _check_size(self, who: str, size: int) -> None:
         if size > self.max_set_size:
-            raise PsiError(
-                413,
+            raise TooLarge(
                 "too_large",
                 f"{who} set of {size:,} is larger than this node takes ({self.max_set_size:,})",
             )
@@ -289,18 +287,18 @@ class PsiService:
     async def start(self, case_id: str, peer_name: str, ids: IdentifierSet) -> Run:
         """Start a run as its initiator; it goes on in the background (``runs``)."""
         if self._nursery is None:
-            raise PsiError(503, "not_running", "the PSI service is not running yet")
+            raise Unavailable("not_running", "the PSI service is not running yet")
         peer = self._index.get(peer_name)
         if peer is None:
-            raise PsiError(404, "unknown_member", f"{peer_name!r} is not a member")
+            raise NotFound("unknown_member", f"{peer_name!r} is not a member")
         if peer == self.me:
-            raise PsiError(400, "self", "a run needs another member")
+            raise Invalid("self", "a run needs another member")
         status = self._authorise(case_id, self.name, peer_name)
         self._check_capacity()
         self._check_size("our", len(ids.values))
         stats = peer_statistics(self.runtime)
         if stats is not None and peer in stats and not stats[peer].connected:
-            raise PsiError(503, "not_connected", f"this node has no session with {peer_name!r}")
+            raise Unavailable("not_connected", f"this node has no session with {peer_name!r}")
         run_id = os.urandom(16)
         values = list(ids.values)
         secrets.SystemRandom().shuffle(values)  # positions must say nothing
@@ -365,24 +363,24 @@ class PsiService:
         peer_name = self.genesis.members[src].name
         try:
             if run_id in self._seen:
-                raise PsiError(409, "replayed_run", "this run id was used before")
+                raise Conflict("replayed_run", "this run id was used before")
             self._remember(run_id)
             if not self.answer:
-                raise PsiError(403, "not_answering", f"{self.name} does not answer PSI runs")
+                raise Forbidden("not_answering", f"{self.name} does not answer PSI runs")
             status = self._authorise(hello.case_id, peer_name, self.name)
             if status.case.tx_id != hello.case_tx:
-                raise PsiError(409, "wrong_case", f"case {hello.case_id!r} is another case here")
+                raise Conflict("wrong_case", f"case {hello.case_id!r} is another case here")
             self._check_size("the asking member's", hello.count)
             self._check_capacity()
             taken = self.answers.take(hello.entity_type)
             if taken is None:
                 loading = " (still loading)" if hello.entity_type in self.answers.loading else ""
-                raise PsiError(
-                    404, "no_answer_set", f"{self.name} has no {hello.entity_type} set{loading}"
+                raise NotFound(
+                    "no_answer_set", f"{self.name} has no {hello.entity_type} set{loading}"
                 )
             answer_set, prepared = taken
             self._check_size("our", len(answer_set.values))
-        except PsiError as exc:
+        except Refusal as exc:
             self.stats.refused[exc.code] = self.stats.refused.get(exc.code, 0) + 1
             log.warning("psi run %s from %s refused: %s", run_id.hex()[:8], peer_name, exc.message)
             message = Refuse(exc.code, exc.message[:500])

@@ -209,6 +209,25 @@ class ApiSection:
         default="127.0.0.1:8000",
         metadata=_meta("Address of the local HTTP query API (keep it local).", kind="listen"),
     )
+    max_connections: int = field(
+        default=256,
+        metadata=_meta(
+            "Most API connections open at once; more wait to be accepted.", range=(4, 100_000)
+        ),
+    )
+    body_budget_mib: int = field(
+        default=128,
+        metadata=_meta(
+            "MiB of request bodies held at once, over all requests; more get 503.",
+            range=(1, 1 << 20),
+        ),
+    )
+    body_timeout_s: float = field(
+        default=30.0,
+        metadata=_meta(
+            "Seconds a request has to deliver its whole body.", range=(0, 3600), gt=True
+        ),
+    )
 
     def __post_init__(self) -> None:
         _validate(self, "api")

@@ -17,9 +17,10 @@ trace:
    refused or not committed in time, the query is not answered;
 4. only then does the query run, in a worker thread (it reads only the store).
 
-Every mistake or refusal is a ``TracingError`` with an HTTP-like status, a stable code
-and a message that never quotes an identifier the caller sent. Not thread-safe: call
-it from the node's event loop only, like the registry it holds.
+Every mistake or refusal is one of the project's refusals (``node.refusals``: invalid,
+forbidden, not found, conflict, rejected, unavailable) with a stable code and a message
+that never quotes an identifier the caller sent. Not thread-safe: call it from the
+node's event loop only, like the registry it holds.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from node.ledger.cases import (
 from node.ledger.kinds import KIND_ROLES, Access, Approve, Body, Case, Close
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS, encode_tx, make_tx
+from node.refusals import Conflict, Forbidden, Invalid, NotFound, Rejected, Unavailable
 from node.setup.genesis import Genesis
 from node.tracing.queries import Grant, Refusal, RefusalCode, TimeWindow, Tracer
 
@@ -57,19 +59,6 @@ ENTITY_TYPES = tuple(t.value for t in EntityType)
 DEFAULT_COMMIT_TIMEOUT_S = 10.0
 R = TypeVar("R")
 log = logging.getLogger("crosstrace.tracing")
-
-
-class TracingError(Exception):
-    """A request the service will not carry out; ``status`` is the HTTP status to use."""
-
-    def __init__(
-        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra or {}
 
 
 @dataclass(frozen=True)
@@ -119,9 +108,29 @@ def case_id_problem(case_id: object) -> str | None:
 def check_case_id(case_id: object) -> str:
     problem = case_id_problem(case_id)
     if problem is not None:
-        raise TracingError(400, "bad_case_id", problem)
+        raise Invalid("bad_case_id", problem)
     assert isinstance(case_id, str)
     return case_id
+
+
+def identifier_parts(text: object, where: str) -> tuple[str, str]:
+    """``TYPE:VALUE`` -> (entity type, raw value), if it has that shape (the value is
+    normalised later, with the pseudonym key); ``where`` names it in the refusal."""
+    if not isinstance(text, str):
+        raise Invalid("bad_identifier", f"{where} must be a string TYPE:VALUE")
+    entity_type, sep, raw = text.partition(":")
+    if not sep or not raw.strip():
+        raise Invalid(
+            "bad_identifier",
+            f"{where} must be TYPE:VALUE with TYPE one of {', '.join(ENTITY_TYPES)}",
+        )
+    entity_type = entity_type.strip().lower()
+    if entity_type not in ENTITY_TYPES:
+        raise Invalid(
+            "bad_identifier",
+            f"{where}: the part before ':' is not an entity type; one of {', '.join(ENTITY_TYPES)}",
+        )
+    return entity_type, raw
 
 
 def redact(message: str, raw: str) -> str:
@@ -197,27 +206,10 @@ class TracingService:
 
     def entity(self, text: object, where: str) -> EntityRef:
         """``TYPE:VALUE`` in the clear -> its entity reference (type and pseudonym)."""
-        if not isinstance(text, str):
-            raise TracingError(400, "bad_identifier", f"{where} must be a string TYPE:VALUE")
-        entity_type, sep, raw = text.partition(":")
-        if not sep or not raw.strip():
-            raise TracingError(
-                400,
-                "bad_identifier",
-                f"{where} must be TYPE:VALUE with TYPE one of {', '.join(ENTITY_TYPES)}",
-            )
-        entity_type = entity_type.strip().lower()
-        if entity_type not in ENTITY_TYPES:
-            raise TracingError(
-                400,
-                "bad_identifier",
-                f"{where}: the part before ':' is not an entity type; "
-                f"one of {', '.join(ENTITY_TYPES)}",
-            )
+        entity_type, raw = identifier_parts(text, where)
         if self.pseudonym_key is None:
             where_key = f" ({self.pseudonym_key_file})" if self.pseudonym_key_file else ""
-            raise TracingError(
-                503,
+            raise Unavailable(
                 "no_pseudonym_key",
                 f"this node has no consortium pseudonym key{where_key}, so it cannot "
                 "pseudonymise identifiers; install the key and restart the node",
@@ -225,7 +217,7 @@ class TracingService:
         try:
             return self.pseudonym_key.ref(entity_type, raw)
         except NormalizationError as exc:
-            raise TracingError(400, "bad_identifier", f"{where}: {redact(str(exc), raw)}") from None
+            raise Invalid("bad_identifier", f"{where}: {redact(str(exc), raw)}") from None
 
     # -- cases ----------------------------------------------------------------------
 
@@ -243,8 +235,7 @@ class TracingService:
 
     def _require_role(self, role: str, doing: str) -> None:
         if role not in self.roles:
-            raise TracingError(
-                403,
+            raise Forbidden(
                 "forbidden_role",
                 f"this node's member {self.member!r} does not hold the {role} role, "
                 f"which {doing} needs",
@@ -253,7 +244,7 @@ class TracingService:
     def _existing(self, case_id: str) -> CaseStatus:
         status = self.status(check_case_id(case_id))
         if status is None:
-            raise TracingError(404, "no_case", f"there is no case {case_id!r} on the ledger")
+            raise NotFound("no_case", f"there is no case {case_id!r} on the ledger")
         return status
 
     async def open_case(
@@ -268,31 +259,28 @@ class TracingService:
         check_case_id(case_id)
         taken = self.registry.case(case_id)
         if taken is not None:
-            raise TracingError(
-                409,
+            raise Conflict(
                 "case_exists",
                 f"case {case_id!r} is already on the ledger (opened by {taken.opener!r} "
                 f"at height {taken.opened.height})",
             )
         if not 1 <= len(scope) <= MAX_SCOPE:
-            raise TracingError(
-                400, "bad_scope", f"scope must list 1 to {MAX_SCOPE} entities, got {len(scope)}"
+            raise Invalid(
+                "bad_scope", f"scope must list 1 to {MAX_SCOPE} entities, got {len(scope)}"
             )
         refs: dict[EntityRef, int] = {}
         for i, text in enumerate(scope):
             ref = self.entity(text, f"scope[{i}]")
             if ref in refs:
-                raise TracingError(
-                    400, "bad_scope", f"scope[{refs[ref]}] and scope[{i}] are the same entity"
-                )
+                raise Invalid("bad_scope", f"scope[{refs[ref]}] and scope[{i}] are the same entity")
             refs[ref] = i
         now = self.clock_ms()
         if expires_ms <= now:
-            raise TracingError(400, "bad_expiry", "expires_ms must be in the future")
+            raise Invalid("bad_expiry", "expires_ms must be in the future")
         try:
             body = Case(case_id, purpose, tuple(refs), window.start_ms, window.end_ms, expires_ms)
         except ValueError as exc:
-            raise TracingError(400, "bad_request", str(exc)) from None
+            raise Invalid("bad_request", str(exc)) from None
         return await self._submit(body, now)
 
     async def approve(self, case_id: str) -> Committed:
@@ -301,8 +289,7 @@ class TracingService:
         self._check_open(status)
         mine = [e for e in status.approvals if e.member == self.member]
         if mine:
-            raise TracingError(
-                409,
+            raise Conflict(
                 "already_approved",
                 f"member {self.member!r} already approved case {case_id!r} at height "
                 f"{mine[0].height}",
@@ -313,15 +300,15 @@ class TracingService:
         self._require_role(OPENER_ROLE, "closing a case")
         status = self._existing(case_id)
         if status.state is CaseState.CLOSED:
-            raise TracingError(409, "case_closed", status.reason)
+            raise Conflict("case_closed", status.reason)
         return await self._submit(Close(case_id, status.case.tx_id), self.clock_ms())
 
     @staticmethod
     def _check_open(status: CaseStatus) -> None:
         if status.state is CaseState.CLOSED:
-            raise TracingError(409, "case_closed", status.reason)
+            raise Conflict("case_closed", status.reason)
         if status.state is CaseState.EXPIRED:
-            raise TracingError(409, "case_expired", status.reason)
+            raise Conflict("case_expired", status.reason)
 
     # -- queries --------------------------------------------------------------------
 
@@ -344,8 +331,7 @@ class TracingService:
         check_case_id(case_id)
         if not KIND_ROLES[Access.kind] & self.roles:
             needed = " or ".join(sorted(KIND_ROLES[Access.kind]))
-            raise TracingError(
-                403,
+            raise Forbidden(
                 "forbidden_role",
                 f"this node's member {self.member!r} holds neither role ({needed}) needed "
                 "to sign the access record a query leaves, so it answers no queries",
@@ -353,14 +339,13 @@ class TracingService:
         now = self.clock_ms()
         decision = self.tracer.authorise(case_id, query, subject, now, window)
         if isinstance(decision, Refusal):
-            status = 404 if decision.code is RefusalCode.NO_RECORD else 403
-            raise TracingError(status, decision.code.value, decision.message)
+            kind = NotFound if decision.code is RefusalCode.NO_RECORD else Forbidden
+            raise kind(decision.code.value, decision.message)
         grant = decision
         authorised = time.perf_counter()
         access = await self._submit(Access(case_id, query, grant.entity, now), now)
         if not access.committed:
-            raise TracingError(
-                503,
+            raise Unavailable(
                 "audit_timeout",
                 f"the access record {access.tx_id.hex()[:16]} was not committed within "
                 f"{self.commit_timeout_s:g} s (is a quorum of members running?); "
@@ -395,14 +380,13 @@ class TracingService:
         """Sign ``body``, submit it and wait up to ``commit_timeout_s`` for the commit."""
         [result] = await self.runtime.submit_batch([self.sign(body, now_ms)])
         if not result.accepted:
-            # 422 for what is wrong with the transaction (a raw identifier in a purpose,
-            # say), 503 for a node that cannot take it now (a full mempool).
-            busy = result.code in ("full", "member_quota", "too_large")
-            raise TracingError(
-                503 if busy else 422,
-                "node_busy" if busy else "rejected",
-                f"the node refused the {body.kind} transaction: {result.code}: {result.message}",
-            )
+            # Rejected for what is wrong with the transaction (a raw identifier in a
+            # purpose, say), unavailable for a node that cannot take it now (a full mempool).
+            message = f"the node refused the {body.kind} transaction: {result.code}: "
+            message += result.message
+            if result.code in ("full", "member_quota", "too_large"):
+                raise Unavailable("node_busy", message)
+            raise Rejected("rejected", message)
         with trio.move_on_after(self.commit_timeout_s):
             await self.runtime.wait_committed(result.tx_id)
         return Committed(result.tx_id, self.store.tx_location(result.tx_id))

@@ -1,0 +1,177 @@
+"""Serving the API: Hypercorn's HTTP/1.1 protocol on trio, behind a listener that holds
+at most ``max_connections`` connections at once.
+
+Hypercorn's own ``serve`` accepts every connection the kernel hands it, so a caller
+that opens thousands (each trickling a body) takes the process's file descriptors,
+and with them the peers' sockets and the store's files. Here the accept loop takes a
+slot before it accepts: past the cap, new connections wait in the kernel's backlog
+(costing this process nothing) until a slot frees. What frees slots: a request head
+must arrive within Hypercorn's ``keep_alive_timeout`` of the connection going idle, a
+read may wait at most ``read_timeout``, and a body has the guard's deadline
+(``node.api.guard``).
+
+This reuses Hypercorn's per-connection server (``TCPServer``) and worker context
+directly, the parts its own ``worker_serve`` composes; the version range in
+pyproject.toml is the one this was written against. ASGI lifespan events are not
+sent: the app has no start-up or shut-down handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from functools import partial
+from typing import Any, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, Framework
+from hypercorn.utils import wrap_app
+
+log = logging.getLogger("crosstrace.api")
+# Hypercorn's own log: its errors are worth seeing, its info lines are not.
+server_log = logging.getLogger("crosstrace.api.server")
+server_log.setLevel(logging.WARNING)
+
+# How long open requests may finish after the API is asked to stop.
+GRACEFUL_S = 2.0
+DEFAULT_MAX_CONNECTIONS = 256
+# A read that brings nothing for this long ends the connection.
+READ_TIMEOUT_S = 10
+BACKLOG = 128
+
+
+class CappedListener(trio.abc.Listener[trio.abc.Stream]):
+    """Accepts only while a slot is free; each accepted stream gives its slot back when
+    it is closed."""
+
+    def __init__(self, inner: trio.SocketListener, limiter: trio.CapacityLimiter) -> None:
+        self.inner = inner
+        self.limiter = limiter
+        self.accepted = 0
+
+    async def accept(self) -> trio.abc.Stream:
+        token = object()
+        await self.limiter.acquire_on_behalf_of(token)
+        try:
+            stream = await self.inner.accept()
+        except BaseException:
+            self.limiter.release_on_behalf_of(token)
+            raise
+        self.accepted += 1
+        return _SlotStream(stream, self.limiter, token)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _SlotStream(trio.abc.HalfCloseableStream):
+    """A socket stream that returns its listener slot once, when closed. Hypercorn reads
+    ``.socket`` for the peer's address."""
+
+    def __init__(
+        self, inner: trio.SocketStream, limiter: trio.CapacityLimiter, token: object
+    ) -> None:
+        self.inner = inner
+        self.socket = inner.socket
+        self._limiter = limiter
+        self._token: object | None = token
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            if self._token is not None:
+                self._limiter.release_on_behalf_of(self._token)
+                self._token = None
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        self.inner.setsockopt(level, option, value)
+
+    def getsockopt(self, level: int, option: int, buffersize: int = 0) -> int | bytes:
+        return self.inner.getsockopt(level, option, buffersize)
+
+
+def hypercorn_config() -> HypercornConfig:
+    config = HypercornConfig()
+    config.accesslog = None  # one line per request would drown the node's own log
+    config.errorlog = server_log
+    config.graceful_timeout = GRACEFUL_S
+    config.include_server_header = False
+    config.read_timeout = READ_TIMEOUT_S
+    return config
+
+
+async def serve_api(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` until cancelled, or until ``shutdown`` is set (then
+    open requests get ``GRACEFUL_S`` to finish). ``task_status.started`` receives the
+    bound port, which is the one the OS chose when ``port`` is 0."""
+    config = hypercorn_config()
+    sock = _listening_socket(host, port)
+    limiter = trio.CapacityLimiter(max_connections)
+    listener = CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), limiter)
+    bound = sock.getsockname()[1]
+    context = WorkerContext(None)
+    handler = partial(
+        TCPServer, wrap_app(cast(Framework, app), config.wsgi_max_body_size, "asgi"), config
+    )
+    handler = partial(handler, context, ConnectionState({}))
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            accepting.start_soon(
+                partial(trio.serve_listeners, handler, [listener], handler_nursery=connections)
+            )
+            log.info(
+                "local API listening on %s:%d (at most %d connections)",
+                host,
+                bound,
+                max_connections,
+            )
+            task_status.started(bound)
+            if shutdown is None:
+                await trio.sleep_forever()
+            await shutdown.wait()
+            accepting.cancel_scope.cancel()
+        await listener.aclose()
+        # Idle keep-alive connections close now; busy ones get the grace period.
+        await context.terminated.set()
+        connections.cancel_scope.deadline = trio.current_time() + GRACEFUL_S
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bound and listening, or a plain ``OSError`` that names the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno, f"cannot listen on {host}:{port} for the local API: {exc.strerror}"
+        ) from None
+    return sock
