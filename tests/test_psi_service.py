@@ -21,7 +21,12 @@ from node.ledger.kinds import Approve, Body, Case, PsiRun
 from node.ledger.layout import CaseRole, case_key
 from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
 from node.psi.crypto import hash_blind_chunk, random_scalar
-from node.psi.inputs import PsiInputError
+from node.psi.inputs import (
+    MAX_PROBLEMS,
+    NORMALISE_CHUNK,
+    STOP_AFTER_PROBLEMS,
+    PsiInputError,
+)
 from node.psi.protocol import (
     Abort,
     Accept,
@@ -34,7 +39,7 @@ from node.psi.protocol import (
 )
 from node.psi.run import Run, RunState
 from node.psi.service import PsiService
-from node.refusals import Forbidden, Invalid, NotFound
+from node.refusals import Forbidden, Invalid, NotFound, TooLarge
 from node.setup.genesis import GenesisConsensus
 from node.testing.cluster import InProcessCluster, local_genesis
 
@@ -347,6 +352,45 @@ async def test_bad_input_is_refused_before_anything_is_sent(tmp_path: Path) -> N
             await police.read_set("phone", b"\n\n", dedupe=False)
         assert info.value.code == "empty"
         assert police.runs == {} and net.hostile_got == []
+
+
+async def test_a_set_is_bounded_before_it_is_parsed_and_bad_lines_stop_the_work(
+    tmp_path: Path,
+) -> None:
+    async with consortium(tmp_path, max_set_size=10_000) as net:
+        police = net.services[POLICE]
+        # 24 MiB of short lines once took 2.2 GB and froze the loop: now one count of
+        # newlines refuses it, before any text or line object is made.
+        flood = b"1\n" * (12 * 1024 * 1024)
+        started = time.perf_counter()
+        with pytest.raises(TooLarge) as too_large:
+            await police.read_set("phone", flood, dedupe=False)
+        assert time.perf_counter() - started < 0.5
+        assert too_large.value.code == "too_large"
+        assert "at most 10,000 identifiers" in too_large.value.message
+        # A file of nothing but bad lines: normalising stops after STOP_AFTER_PROBLEMS.
+        bad = b"nonsense\n" * (4 * NORMALISE_CHUNK)
+        with pytest.raises(PsiInputError) as info:
+            await police.read_set("phone", bad, dedupe=False)
+        assert info.value.code == "bad_lines"
+        assert NORMALISE_CHUNK >= STOP_AFTER_PROBLEMS  # so the first chunk stops it
+        assert info.value.message.startswith(f"at least {NORMALISE_CHUNK:,} lines")
+        assert "the rest of the input was not read" in info.value.message
+        assert len(info.value.problems) == MAX_PROBLEMS
+
+
+async def test_who_may_run_is_checked_before_the_set_is_read(tmp_path: Path) -> None:
+    async with consortium(tmp_path) as net:
+        police = net.services[POLICE]
+        with pytest.raises(Forbidden):
+            police.check_start("C-1", net.name(TELECOM))  # C-1 does not name it
+        with pytest.raises(NotFound):
+            police.check_start("C-9", net.name(BANK))
+        with pytest.raises(NotFound):
+            police.check_start("C-1", "nobody")
+        with pytest.raises(Invalid):
+            police.check_start("C-1", net.name(POLICE))
+        police.check_start("C-1", net.name(BANK))  # the one a run may use
 
 
 async def test_the_answering_node_prepares_each_run_with_its_own_scalar(tmp_path: Path) -> None:

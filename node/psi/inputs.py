@@ -25,6 +25,13 @@ from node.psi.crypto import Normalised
 from node.refusals import Invalid, TooLarge
 
 MAX_PROBLEMS = 20
+# Normalising stops once this many lines have failed: a file that far from a set of
+# identifiers says so without costing the workers the rest of it.
+STOP_AFTER_PROBLEMS = 1000
+# Blank lines are skipped but still cost a line each: a body with more lines than this
+# many per identifier allowed is refused from a count of its newlines, before any text
+# is made of it.
+LINES_PER_IDENTIFIER = 2
 NORMALISE_CHUNK = 2000  # lines per worker task (about 0.1 s of phone-number parsing)
 ENTITY_TYPES = tuple(t.value for t in EntityType)
 Line = tuple[int, str]  # (line number, text)
@@ -77,6 +84,30 @@ def decode_text(data: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
+def check_line_count(data: bytes, max_count: int) -> None:
+    """Refuse, from one count of newlines (a C loop over the bytes, no objects made), a
+    body that cannot be a set of at most ``max_count`` identifiers."""
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if lines > LINES_PER_IDENTIFIER * max_count:
+        raise TooLarge(
+            "too_large",
+            f"the input has {lines:,} lines; this node takes at most {max_count:,} identifiers "
+            "(psi.max_set_size)",
+            problem_details(()),
+        )
+
+
+def read_lines(data: bytes, max_count: int) -> list[Line]:
+    """``check_line_count``, then the non-blank lines. Run it in a worker thread: the
+    split makes an object per line."""
+    check_line_count(data, max_count)
+    return split_lines(decode_text(data), max_count)
+
+
+class TooManyProblems(Exception):
+    """Normalising stopped early: ``STOP_AFTER_PROBLEMS`` lines failed."""
+
+
 def split_lines(text: str, max_count: int) -> list[Line]:
     """(line number, stripped line) for every non-blank line, numbered from 1."""
     lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1)]
@@ -109,8 +140,15 @@ def _redact(message: str) -> str:
     return message
 
 
-def assemble(entity_type: str, results: Iterable[Normalised], dedupe: bool) -> IdentifierSet:
-    """The set from the normalised chunks, or ``PsiInputError`` with every reason."""
+def count_problems(results: Iterable[Normalised]) -> int:
+    return sum(len(chunk.problems) for chunk in results)
+
+
+def assemble(
+    entity_type: str, results: Iterable[Normalised], dedupe: bool, *, stopped: bool = False
+) -> IdentifierSet:
+    """The set from the normalised chunks, or ``PsiInputError`` with every reason
+    (``stopped``: normalising gave up early, so the count is a lower bound)."""
     values: list[tuple[int, str]] = []
     problems: list[Problem] = []
     for chunk in results:
@@ -120,9 +158,13 @@ def assemble(entity_type: str, results: Iterable[Normalised], dedupe: bool) -> I
         problems.sort(key=lambda p: p.line)
         shown = problems[:MAX_PROBLEMS]
         more = f" (the first {len(shown)} are listed)" if len(problems) > len(shown) else ""
+        count = f"{len(problems):,}"
+        if stopped:
+            count = f"at least {count}"
+            more += "; the rest of the input was not read"
         raise PsiInputError(
             "bad_lines",
-            f"{len(problems):,} lines are not {entity_type} identifiers{more}",
+            f"{count} lines are not {entity_type} identifiers{more}",
             shown,
         )
     if not values:

@@ -65,14 +65,16 @@ from node.ledger.cases import CaseRegistry, CaseStatus
 from node.ledger.kinds import KIND_ROLES, PsiRun
 from node.ledger.store import LedgerStore
 from node.psi.answers import AnswerSet, AnswerSets
-from node.psi.crypto import ChunkPool, domain, normalise_chunk, random_scalar
+from node.psi.crypto import ChunkPool, Normalised, domain, normalise_chunk, random_scalar
 from node.psi.inputs import (
+    STOP_AFTER_PROBLEMS,
     IdentifierSet,
+    TooManyProblems,
     assemble,
     check_entity_type,
+    check_line_count,
     chunked,
-    decode_text,
-    split_lines,
+    read_lines,
 )
 from node.psi.protocol import (
     DEFAULT_CHUNK,
@@ -87,7 +89,7 @@ from node.psi.protocol import (
 )
 from node.psi.record import record_run
 from node.psi.run import Run, RunState, Wiring, abort, exchange, next_message, send
-from node.psi.work import map_all
+from node.psi.work import map_in_order
 from node.refusals import (
     Conflict,
     Forbidden,
@@ -218,9 +220,25 @@ class PsiService:
     async def read_set(self, entity_type: str, data: bytes, *, dedupe: bool) -> IdentifierSet:
         """Parse and normalise one identifier a line, in the worker processes."""
         check_entity_type(entity_type)
-        lines = split_lines(decode_text(data), self.max_set_size)
+        check_line_count(data, self.max_set_size)  # cheap, on the loop: refuse before copying
+        lines = await trio.to_thread.run_sync(read_lines, data, self.max_set_size)
         jobs = [(entity_type, part) for part in chunked(lines)]
-        results = await map_all(self.pool, normalise_chunk, jobs, window=2 * self.pool.workers)
+        results: list[Normalised] = []
+        failed = 0
+
+        def collect(_index: int, chunk: Normalised) -> None:
+            nonlocal failed
+            results.append(chunk)
+            failed += len(chunk.problems)
+            if failed >= STOP_AFTER_PROBLEMS:
+                raise TooManyProblems
+
+        try:
+            await map_in_order(
+                self.pool, normalise_chunk, jobs, collect, window=2 * self.pool.workers
+            )
+        except TooManyProblems:
+            return assemble(entity_type, results, dedupe, stopped=True)
         return assemble(entity_type, results, dedupe)
 
     async def set_answer_set(
@@ -284,8 +302,9 @@ class PsiService:
 
     # ------------------------------------------------------------------ asking
 
-    async def start(self, case_id: str, peer_name: str, ids: IdentifierSet) -> Run:
-        """Start a run as its initiator; it goes on in the background (``runs``)."""
+    def check_start(self, case_id: str, peer_name: str) -> tuple[int, CaseStatus]:
+        """Everything ``start`` checks that does not need the set: the caller runs it
+        before reading a set, so a request without a case it may use costs nothing."""
         if self._nursery is None:
             raise Unavailable("not_running", "the PSI service is not running yet")
         peer = self._index.get(peer_name)
@@ -295,10 +314,15 @@ class PsiService:
             raise Invalid("self", "a run needs another member")
         status = self._authorise(case_id, self.name, peer_name)
         self._check_capacity()
-        self._check_size("our", len(ids.values))
         stats = peer_statistics(self.runtime)
         if stats is not None and peer in stats and not stats[peer].connected:
             raise Unavailable("not_connected", f"this node has no session with {peer_name!r}")
+        return peer, status
+
+    async def start(self, case_id: str, peer_name: str, ids: IdentifierSet) -> Run:
+        """Start a run as its initiator; it goes on in the background (``runs``)."""
+        peer, status = self.check_start(case_id, peer_name)  # again: time has passed
+        self._check_size("our", len(ids.values))
         run_id = os.urandom(16)
         values = list(ids.values)
         secrets.SystemRandom().shuffle(values)  # positions must say nothing
