@@ -216,7 +216,7 @@ class ApiSection:
         ),
     )
     body_budget_mib: int = field(
-        default=128,
+        default=64,
         metadata=_meta(
             "MiB of request bodies held at once, over all requests; more get 503.",
             range=(1, 1 << 20),
