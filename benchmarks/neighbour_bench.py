@@ -221,7 +221,12 @@ def phase_slow(net: Consortium, count: int, hold_s: float) -> None:
 
 
 def phase_browser(net: Consortium) -> None:
-    case = {"case_id": "WEB-1", "purpose": "x", "scope": ["phone:+8613800138000"]}
+    case = {
+        "case_id": "WEB-1",
+        "purpose": "telecom_fraud",
+        "justification": "opened by a web page",
+        "scope": ["phone:+8613800138000"],
+    }
     with httpx.Client(timeout=10, trust_env=False) as client:
         text = client.post(
             f"{net.url(0)}/cases", content=json.dumps(case), headers={"content-type": "text/plain"}

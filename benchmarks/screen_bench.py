@@ -1,12 +1,15 @@
 """Raw-identifier screen benchmark: microseconds per string screened.
 
-Admission screens every string of every transaction (``node.identifiers.screen``), so
+Admission screens every string of every transaction but a report's attribute values
+(``node.identifiers.screen``; attributes are typed by ``node.ledger.attributes``), so
 its cost is paid thousands of times a second. This times ``scan_for_raw_identifier``
 (the whole screen) and ``find_raw_identifier`` (with its shortcut for short strings, as
 admission calls it) on ``--strings`` typical transaction strings (seeded): categories
 and attribute keys, small counts, amounts with thousands separators, dates and times,
-purposes in English and Chinese. None of them holds an identifier; a refused string
-would stop the screen early and flatter the figure.
+purposes in English and Chinese. The free text is what attribute values and purposes
+were before they became closed vocabularies, kept so the figure stays comparable with
+earlier runs. None of them holds an identifier; a refused string would stop the screen
+early and flatter the figure.
 
     python benchmarks/screen_bench.py                    # 100,000 strings
     python benchmarks/screen_bench.py --strings 20000    # quicker

@@ -123,7 +123,13 @@ class Workload:
         for i in range(0, len(targets), SCOPE):
             case_id = f"BENCH-{i // SCOPE}"
             case = Case(
-                case_id, "benchmark", tuple(targets[i : i + SCOPE]), NOW - 30 * DAY, NOW, NOW + DAY
+                case_id,
+                "telecom_fraud",
+                bytes(32),  # a commitment to a justification no bench member reads
+                tuple(targets[i : i + SCOPE]),
+                NOW - 30 * DAY,
+                NOW,
+                NOW + DAY,
             )
             data = self.tx("police", case)
             key = case_key(case_id)

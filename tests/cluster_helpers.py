@@ -3,6 +3,7 @@ the in-memory (or TCP) transport, signed reports and submitting them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from consensus.codec import encode_value
@@ -45,8 +46,13 @@ def report_tx(cluster: InProcessCluster, member: int, i: int, now_ms: int) -> by
     return encode_tx(tx)
 
 
-def make_cluster(tmp_path: Path, n: int = 4, transport: str = "memory") -> InProcessCluster:
-    genesis, signers = local_genesis(n, consensus=FAST)
+def make_cluster(
+    tmp_path: Path,
+    n: int = 4,
+    transport: str = "memory",
+    roles: Mapping[int, Sequence[str]] | None = None,
+) -> InProcessCluster:
+    genesis, signers = local_genesis(n, consensus=FAST, roles=roles)
     return InProcessCluster(tmp_path, genesis, signers, transport=transport)
 
 

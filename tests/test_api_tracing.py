@@ -16,6 +16,7 @@ from tracing_api_helpers import (
     DAY,
     DEVICE,
     EMAIL,
+    JUSTIFICATION,
     PHONE,
     TracingCluster,
     now_ms,
@@ -23,10 +24,14 @@ from tracing_api_helpers import (
     tracing_cluster,
 )
 
+from consensus.codec import pack, to_wire
 from node.api.app import build_app
 from node.client.text import audit_lines
+from node.details.records import commitment, encode_details, justification_details
+from node.details.store import PrivateRecord
 from node.ledger.cases import format_time_ms
-from node.ledger.kinds import PsiRun
+from node.ledger.kinds import PURPOSES, Case, PsiRun
+from node.ledger.transactions import encode_tx, sign_tx
 from node.tracing.queries import TimeWindow, short_pseudonym
 from node.tracing.service import TracingService
 
@@ -34,6 +39,11 @@ pytestmark = pytest.mark.timeout(90)
 
 
 JSON = {"content-type": "application/json"}
+FREE_TEXT = "Caller 139.8765.4321 and Li Wei of 12 Xinhua Rd"
+BAD_PURPOSE = (
+    f"purpose must be one of {', '.join(PURPOSES)}; the reasons for the case go in its "
+    "justification, which only the approvers receive"
+)
 
 
 def error(response: httpx.Response, status: int, code: str) -> str:
@@ -42,6 +52,12 @@ def error(response: httpx.Response, status: int, code: str) -> str:
     assert body["error"] == code, body
     message: str = body["message"]
     return message
+
+
+async def delivered(tc: TracingCluster, member: int) -> None:
+    """Until every private-details delivery ``member`` owes is acknowledged."""
+    while tc.cluster.details(member)._outbox:  # noqa: ASYNC110 (the service's state)
+        await trio.sleep(0.05)
 
 
 def short(text: str) -> str:
@@ -308,7 +324,8 @@ async def test_case_changes_refused_with_their_reasons(tmp_path: Path) -> None:
             now = now_ms()
             body = {
                 "case_id": "HZ-9",
-                "purpose": "Mule accounts",
+                "purpose": "money_laundering",
+                "justification": JUSTIFICATION,
                 "scope": [PHONE],
                 "window": {"start_ms": now - DAY, "end_ms": now},
                 "expires_ms": now + DAY,
@@ -361,13 +378,146 @@ async def test_case_changes_refused_with_their_reasons(tmp_path: Path) -> None:
             ).status_code == 200
             assert (await tc.clients[1].get("/cases/HZ/2026/7")).json()["case_id"] == "HZ/2026/7"
 
-            # What admission refuses comes back with its code: a raw identifier in a purpose.
-            leaky = body | {"case_id": "HZ-10", "purpose": "calls from 138 0013 8000"}
-            assert error(await tc.clients[0].post("/cases", json=leaky), 422, "rejected") == (
-                "the node refused the case transaction: raw_identifier: case.purpose seems to "
-                "contain a phone, account, IMEI or ID number: a raw identifier never enters a "
-                "transaction; submit it as an entity reference (type, pseudonym)"
+            # Without a place to keep the justification, no case is opened here.
+            plain = build_app(
+                tc.cluster.runtime(0),
+                tc.cluster.store(0),
+                tc.cluster.genesis,
+                tracing=tc.services[0],
             )
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=plain), base_url="http://127.0.0.1"
+            ) as client:
+                other = body | {"case_id": "HZ-11"}
+                assert error(await client.post("/cases", json=other), 503, "unavailable") == (
+                    "this node keeps no private details, so it cannot keep and share a case's "
+                    "justification"
+                )
+                shown = (await client.get("/cases/HZ-9")).json()["justification"]
+                assert shown == {
+                    "status": "unavailable",
+                    "text": None,
+                    "matches_commitment": None,
+                    "sender": None,
+                    "message": "this node keeps no private details",
+                }
+            assert tc.services[0].registry.case("HZ-11") is None
+
+
+async def test_a_case_s_justification_reaches_the_approvers_only_and_matches_the_ledger(
+    tmp_path: Path,
+) -> None:
+    # bank-3 approves no cases here, so it is not sent the justification.
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path, roles={3: ("reporter", "auditor")}) as tc:
+            opened = await tc.open_case("HZ-WHY", [PHONE], purpose="money_laundering")
+            case_tx = bytes.fromhex(opened["tx_id"])
+            promise = opened["case"]["justification_commitment"]
+            assert opened["case"]["purpose"] == "money_laundering"
+
+            async def shown(member: int) -> dict[str, Any]:
+                answer: dict[str, Any] = (await tc.clients[member].get("/cases/HZ-WHY")).json()
+                return answer
+
+            # Polled through the API, as an approver would look.
+            for member in (1, 2):
+                while (await shown(member))["justification"]["status"] != "held":  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            await delivered(tc, 0)
+            held = {
+                "status": "held",
+                "text": JUSTIFICATION,
+                "matches_commitment": True,
+                "sender": "police-0",
+                "message": "matches the commitment on the ledger",
+            }
+            for member in (0, 1, 2):
+                case = await shown(member)
+                assert case["justification"] == held
+                assert case["justification_commitment"] == promise
+            # The opener shared it with the approvers and itself, and they hold what it
+            # committed to: the salt it sent and the text give the ledger's commitment.
+            assert tc.cluster.details(0).lookup(case_tx).shared_with == (
+                "police-0",
+                "bank-1",
+                "telecom-2",
+            )
+            view = tc.cluster.details(2).lookup(case_tx)
+            details = encode_details(justification_details(JUSTIFICATION))
+            assert commitment(view.salt, details).hex() == promise
+            # bank-3 holds nothing and says why; the lists show no justification at all.
+            outsider = (await shown(3))["justification"]
+            assert outsider["status"] == "not_entitled" and outsider["text"] is None
+            assert tc.cluster.details(3).store.count() == 0
+            listed = (await tc.clients[1].get("/cases")).json()["cases"]
+            assert "justification" not in listed[0]
+            # The text is in the recipients' private files only, never in a ledger's.
+            for member in range(4):
+                ledger = (tc.cluster.data_dir(member) / "data.mdb").read_bytes()
+                assert b"Wang Fang" not in ledger and b"safe account" not in ledger
+                private = (tc.cluster.data_dir(member) / "private" / "data.mdb").read_bytes()
+                assert (b"Wang Fang" in private) is (member != 3)
+            # Details that do not match the commitment are shown as such.
+            forged = encode_details(justification_details("Nothing to see."))
+            record = PrivateRecord(view.salt, forged, "police-0", now_ms(), ())
+            assert tc.cluster.details(3).store.put(case_tx, record)
+            assert (await shown(3))["justification"] | {"text": None} == {
+                "status": "held",
+                "text": None,
+                "matches_commitment": False,
+                "sender": "police-0",
+                "message": "does NOT match the commitment on the ledger: do not rely on it",
+            }
+            # The approvers approve what they read.
+            assert (await tc.approve("HZ-WHY", members=(0, 1, 2)))["case"]["state"] == "active"
+
+
+async def test_a_free_text_purpose_cannot_reach_the_ledger_by_any_path(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with tracing_cluster(tmp_path) as tc:
+            now = now_ms()
+            body = {
+                "case_id": "HZ-FREE",
+                "purpose": FREE_TEXT,
+                "justification": JUSTIFICATION,
+                "scope": [PHONE],
+                "window": {"start_ms": now - DAY, "end_ms": now},
+                "expires_ms": now + DAY,
+            }
+            assert error(await tc.clients[0].post("/cases", json=body), 400, "bad_purpose") == (
+                BAD_PURPOSE
+            )
+            # A case transaction built by hand and signed by the investigator, posted to
+            # /txs: in this format, and in the previous one (no commitment).
+            wire = to_wire(Case("HZ-FREE", "telecom_fraud", bytes(32), (ref(PHONE),), now - DAY,
+                                now, now + DAY))  # fmt: skip
+            wire[1] = FREE_TEXT
+            bodies = [pack(wire), pack([wire[0], FREE_TEXT, *wire[3:]])]
+            txs = [
+                encode_tx(sign_tx(tc.cluster.signers[0], tc.cluster.genesis.chain_id,
+                                  "police-0", "case", raw, tc.cluster.next_nonce(), now))
+                for raw in bodies
+            ]  # fmt: skip
+            response = await tc.clients[0].post("/txs", json={"txs": [tx.hex() for tx in txs]})
+            assert response.status_code == 422, response.text
+            rows = response.json()["results"]
+            assert [(r["accepted"], r["code"], r["message"]) for r in rows] == [
+                (
+                    False,
+                    "bad_body",
+                    f"case body: Case: purpose must be one of {', '.join(PURPOSES)}",
+                ),
+                (False, "bad_body", "case body: Case: Case has 7 fields, got 6"),
+            ]
+            # As the justification it is what it should be: off the ledger, for approvers.
+            await tc.open_case("HZ-FREE", [PHONE], justification=FREE_TEXT)
+            await delivered(tc, 0)
+            await tc.settle()
+            for member in range(4):
+                ledger = (tc.cluster.data_dir(member) / "data.mdb").read_bytes()
+                assert b"Xinhua" not in ledger and b"Li Wei" not in ledger
+                assert b"8765" not in ledger
+            assert tc.services[0].registry.case("HZ-FREE").body.purpose == "telecom_fraud"  # type: ignore[union-attr]
 
 
 async def test_malformed_requests_get_a_400_naming_the_field(tmp_path: Path) -> None:
@@ -377,7 +527,8 @@ async def test_malformed_requests_get_a_400_naming_the_field(tmp_path: Path) -> 
             now = now_ms()
             case = {
                 "case_id": "HZ-1",
-                "purpose": "Mule accounts",
+                "purpose": "money_laundering",
+                "justification": JUSTIFICATION,
                 "scope": [PHONE],
                 "window": {"start_ms": now - DAY, "end_ms": now},
                 "expires_ms": now + DAY,
@@ -419,8 +570,19 @@ async def test_malformed_requests_get_a_400_naming_the_field(tmp_path: Path) -> 
                  "scope[0] and scope[1] are the same entity"),
                 ("/cases", case | {"scope": [PHONE, "phone:1"]}, "bad_identifier",
                  "scope[1]: phone: the value is not a valid phone number"),
-                ("/cases", case | {"purpose": " "}, "bad_request",
-                 "purpose must not be empty: purpose limitation needs one"),
+                ("/cases", case | {"purpose": " "}, "bad_purpose", BAD_PURPOSE),
+                ("/cases", case | {"purpose": FREE_TEXT}, "bad_purpose", BAD_PURPOSE),
+                ("/cases", case | {"purpose": ["telecom_fraud"]}, "bad_purpose", BAD_PURPOSE),
+                ("/cases", {k: v for k, v in case.items() if k != "justification"},
+                 "bad_request", "justification is required"),
+                ("/cases", case | {"justification": " \n"}, "bad_justification",
+                 "the justification must not be empty: approvers need to read why"),
+                ("/cases", case | {"justification": "x" * 2001}, "bad_justification",
+                 "the justification has 2001 characters, at most 2000"),
+                ("/cases", case | {"justification": "a\x1b[2Jb"}, "bad_justification",
+                 "the justification contains control characters (line breaks are fine)"),
+                ("/cases", case | {"justification": 5}, "bad_justification",
+                 "the justification must be a string"),
                 ("/cases", case | {"expires_ms": now - 1}, "bad_expiry",
                  "expires_ms must be in the future"),
                 ("/cases", case | {"case_id": "HZ 1"}, "bad_case_id",

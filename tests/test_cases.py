@@ -83,8 +83,8 @@ def test_an_approval_ordered_before_its_case_counts(ledger: LedgerBuilder) -> No
 
 
 def test_the_first_case_with_an_id_owns_it(ledger: LedgerBuilder) -> None:
-    first = ledger.case("C-1", [PHONE], purpose="first")
-    second = ledger.case("C-1", [ACCOUNT], purpose="second")
+    first = ledger.case("C-1", [PHONE], purpose="telecom_fraud")
+    second = ledger.case("C-1", [ACCOUNT], purpose="money_laundering")
     ledger.commit([first])
     ledger.commit([second])
     ledger.commit([ledger.approve(m, "C-1", tx_id(second)) for m in ("bank-a", "telco-b")])
@@ -93,10 +93,10 @@ def test_the_first_case_with_an_id_owns_it(ledger: LedgerBuilder) -> None:
     assert status is not None and status.case.tx_id == tx_id(first)
     assert status.state is CaseState.PENDING and status.approvals == ()
     shadowed = registry.case_by_tx(tx_id(second))
-    assert shadowed is not None and shadowed.body.purpose == "second"
+    assert shadowed is not None and shadowed.body.purpose == "money_laundering"
     assert not registry.owns_id(shadowed) and registry.approvals(shadowed) == ()
     assert registry.closure(shadowed) is None
-    assert [c.body.purpose for c in registry.cases()] == ["first"]
+    assert [c.body.purpose for c in registry.cases()] == ["telecom_fraud"]
 
 
 def test_expiry_at_the_boundary(ledger: LedgerBuilder) -> None:

@@ -31,6 +31,8 @@ def test_a_running_cluster_is_driven_from_the_command_line(running: tuple[Path, 
         "fraud_call",
         "--attr",
         "channel=voice",
+        "--attr",
+        "first_seen=2026-11-02",
     )
     assert committed.exit_code == 0, committed.output
     assert re.fullmatch(r"[0-9a-f]{64}  committed at height \d+\n", committed.output)
@@ -92,7 +94,44 @@ def test_submit_refuses_bad_input_with_one_line(running: tuple[Path, int]) -> No
         (["report", "gsm:+8613800138000", "--category", "fraud_call"], "unknown entity type"),
         (["report", "+8613800138000", "--category", "fraud_call"], "an entity is TYPE:VALUE"),
         (["report", "phone:+8613800138000", "--category", "arson"], "unknown category"),
-        (["report", "phone:+8613800138000", "--category", "other", "--attr", "X=1"], "lower-case"),
+        (
+            ["report", "phone:+8613800138000", "--category", "other", "--attr", "X=1"],
+            "--attr: an attribute key outside the schema is not one of the keys of category "
+            "other: channel, confidence, first_seen, last_seen, source",
+        ),
+        (
+            ["report", "phone:+8613800138000", "--category", "fraud_call", "--attr", "lure=prize"],
+            "--attr: attribute lure is not one of the keys of category fraud_call: calls, "
+            "channel, complaints, confidence, first_seen, last_seen, source, victims",
+        ),
+        (
+            ["report", "phone:+8613800138000", "--category", "fraud_call", "--attr", "calls=007"],
+            "--attr: attribute calls must be a whole number from 0 to 1000000",
+        ),
+        (
+            [
+                "report",
+                "phone:+8613800138000",
+                "--category",
+                "money_mule",
+                "--attr",
+                "amount=48000.00 CNY",
+            ],
+            "--attr: attribute amount must be an amount above 0",
+        ),
+        (
+            [
+                "report",
+                "phone:+8613800138000",
+                "--category",
+                "fraud_call",
+                "--attr",
+                "source=Li Wei of 12 Xinhua Rd",
+            ],
+            "--attr: attribute source must be one of "
+            "victim_statement, customer_complaint, internal_monitoring, law_enforcement, "
+            "partner_alert, automated_detection",
+        ),
         (["link", "phone:+8613800138000", "phone:+86 138 0013 8000", "--relation", "uses"], "two"),
         (["link", "phone:+8613800138000", "ip:10.0.0.1", "--relation", "likes"], "relation"),
     ]
@@ -100,6 +139,11 @@ def test_submit_refuses_bad_input_with_one_line(running: tuple[Path, int]) -> No
         result = run("submit", "--home", home, *args)
         assert result.exit_code == 1, (args, result.output)
         assert expected in error_line(result), (args, result.output)
+        assert "Xinhua" not in result.output and "007" not in result.output
+    no_value = run("submit", "--home", home, "report", "phone:+8613800138000", "--category",
+                   "other", "--attr", "Li Wei")  # fmt: skip
+    assert no_value.exit_code == 2 and "expected KEY=VALUE" in no_value.output
+    assert "Li Wei" not in no_value.output
     missing_category = run("submit", "--home", home, "report", "phone:+8613800138000")
     assert missing_category.exit_code == 2  # a usage error, from click
     no_member = run("submit", "--home", str(net), "sample")
@@ -181,6 +225,12 @@ def test_demo_starts_a_consortium_shows_the_commits_and_uncovers_the_ring(tmp_pa
         # whose records come from three partners, and a graph that reaches both mules.
         assert "six partners report what each saw (18 records" in first.output
         assert "bank-3       approves: case active" in first.output
+        # Each approver read the justification its own node received, checked against
+        # the ledger, before approving; the purpose on the ledger is a category.
+        assert "opens case RING-2026-001 on +86 170 2311 4587 for telecom_fraud" in first.output
+        read = re.findall(r"(\S+) +reads the justification \(\d+ characters, from police-0\): "
+                          r"it matches the commitment on the ledger", first.output)  # fmt: skip
+        assert read == ["bank-1", "telecom-2", "bank-3"]
         trace = first.output.split("police-0 traces ")[1].split("the entities linked")[0]
         assert "6 records" in trace
         assert {"telecom-2", "police-0", "telecom-4", "utility-5"} <= set(trace.split())

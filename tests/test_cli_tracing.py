@@ -25,6 +25,8 @@ from node.ops.ports import free_port_block
 PHONE = "phone:+86 138 0013 8000"
 ACCOUNT = "account:6222020200112233445"
 DEVICE = "device:35-209900-176148-1"
+WHY = "Fourteen complaints name this number.\nTwo victims, Li Na and Wang Fang, paid 48,000 CNY."
+FREE_TEXT = "Caller 139.8765.4321 and Li Wei of 12 Xinhua Rd"
 
 
 def run(*args: str) -> Result:
@@ -76,8 +78,9 @@ def committed_on(net: Path, i: int, tx_id: str) -> bool:
 def open_and_approve(net: Path, case_id: str, *scope: str, expires_in: str = "1d") -> None:
     args = [f"--scope={s}" for s in scope]
     week_ago = iso(int(time.time() * 1000) - 7 * 86_400_000)
-    opened = ok("case", "open", case_id, "--home", home(net, 0), "--purpose", "Fraud ring",
-                *args, "--from", week_ago, "--expires-in", expires_in)  # fmt: skip
+    opened = ok("case", "open", case_id, "--home", home(net, 0), "--purpose", "telecom_fraud",
+                "--justification", WHY, *args, "--from", week_ago,
+                "--expires-in", expires_in)  # fmt: skip
     assert f"case {case_id} opened at height " in opened
     for i in (1, 2, 3):
         ok("case", "approve", case_id, "--home", home(net, i))
@@ -87,13 +90,14 @@ def open_and_approve(net: Path, case_id: str, *scope: str, expires_in: str = "1d
 def test_a_case_approved_by_k_members_a_trace_and_its_access_record_on_all_four_ledgers(
     net: Path,
 ) -> None:
-    ok("submit", "--home", home(net, 1), "report", PHONE, "--category", "fraud_call")
+    ok("submit", "--home", home(net, 1), "report", PHONE, "--category", "fraud_call",
+       "--attr", "complaints=14", "--attr", "source=customer_complaint")  # fmt: skip
     ok("submit", "--home", home(net, 2), "link", PHONE, ACCOUNT, "--relation", "uses")
     ok("submit", "--home", home(net, 3), "link", ACCOUNT, DEVICE, "--relation", "logged_in_from")
 
     week_ago = iso(int(time.time() * 1000) - 7 * 86_400_000)
     opened = ok("case", "open", "HZ-2026-0193", "--home", home(net, 0), "--purpose",
-                "Telecom fraud ring", f"--scope={PHONE}", f"--scope={ACCOUNT}",
+                "telecom_fraud", "--justification", WHY, f"--scope={PHONE}", f"--scope={ACCOUNT}",
                 "--from", week_ago, "--expires-in", "30d")  # fmt: skip
     assert re.search(
         r"case HZ-2026-0193 opened at height \d+ \(tx [0-9a-f]{16}\); case "
@@ -128,7 +132,9 @@ def test_a_case_approved_by_k_members_a_trace_and_its_access_record_on_all_four_
     assert f"trace of {PHONE} (phone " in text and "under case HZ-2026-0193" in text
     assert re.search(r"access recorded at height \d+ \(tx [0-9a-f]{16}\)  \[audit commit "
                      r"[0-9.]+ ms, query [0-9.]+ ms\]", text)  # fmt: skip
-    assert re.search(r"\d+  \S+Z +bank-1 +report  fraud_call", text), text
+    assert re.search(
+        r"\d+  \S+Z +bank-1 +report  fraud_call  complaints=14 source=customer_complaint", text
+    ), text
     assert re.search(r"telecom-2 +link    phone [0-9a-f]{8} -uses-> account [0-9a-f]{8}", text)
     assert text.rstrip().endswith("2 records")
 
@@ -141,8 +147,8 @@ def test_a_case_approved_by_k_members_a_trace_and_its_access_record_on_all_four_
 @pytest.mark.timeout(120)
 def test_every_refusal_is_one_line_with_the_node_s_reason(net: Path) -> None:
     open_and_approve(net, "HZ-REF-1", PHONE)
-    ok("case", "open", "HZ-REF-2", "--home", home(net, 0), "--purpose", "Pending",
-       f"--scope={PHONE}", "--from", "2026-01-01")  # fmt: skip
+    ok("case", "open", "HZ-REF-2", "--home", home(net, 0), "--purpose", "phishing",
+       "--justification", WHY, f"--scope={PHONE}", "--from", "2026-01-01")  # fmt: skip
     node0 = ["--home", home(net, 0)]
     cases = [
         (["trace", PHONE, "--case", "NOPE"], "no_case: there is no case 'NOPE' on the ledger"),
@@ -161,8 +167,9 @@ def test_every_refusal_is_one_line_with_the_node_s_reason(net: Path) -> None:
     assert re.fullmatch(
         r"out_of_scope: device [0-9a-f]{8} is not in the scope of case 'HZ-REF-1'", out_of_scope
     )
-    bank = run("case", "open", "HZ-BANK", "--home", home(net, 1), "--purpose", "x",
-               f"--scope={PHONE}", "--from", "2026-01-01")  # fmt: skip
+    bank = run("case", "open", "HZ-BANK", "--home", home(net, 1), "--purpose",
+               "other_serious_crime", "--justification", WHY, f"--scope={PHONE}",
+               "--from", "2026-01-01")  # fmt: skip
     assert error_line(bank) == (
         "forbidden_role: this node's member 'bank-1' does not hold the investigator role, "
         "which opening a case needs"
@@ -174,8 +181,9 @@ def test_every_refusal_is_one_line_with_the_node_s_reason(net: Path) -> None:
     )
     # Expired: a case that lives a few seconds.
     expires = int(time.time() * 1000) + 4000
-    ok("case", "open", "HZ-REF-3", "--home", home(net, 0), "--purpose", "Short",
-       f"--scope={PHONE}", "--from", "2026-01-01", "--expires", iso(expires))  # fmt: skip
+    ok("case", "open", "HZ-REF-3", "--home", home(net, 0), "--purpose", "identity_theft",
+       "--justification", WHY, f"--scope={PHONE}", "--from", "2026-01-01",
+       "--expires", iso(expires))  # fmt: skip
     for i in (1, 2, 3):
         ok("case", "approve", "HZ-REF-3", "--home", home(net, i))
     time.sleep(max(0.0, expires / 1000 - time.time()) + 0.1)
@@ -191,9 +199,23 @@ def test_every_refusal_is_one_line_with_the_node_s_reason(net: Path) -> None:
     # Mistakes the command itself catches are usage errors (exit 2) naming the option.
     bad_date = run("trace", PHONE, "--case", "HZ-REF-1", "--from", "yesterday", *node0)
     assert bad_date.exit_code == 2 and "--from" in bad_date.output
-    both = run("case", "open", "X-1", *node0, "--purpose", "p", f"--scope={PHONE}",
-               "--from", "2026-01-01", "--expires", "2027-01-01", "--expires-in", "1d")  # fmt: skip
+    both = run("case", "open", "X-1", *node0, "--purpose", "phishing", "--justification", WHY,
+               f"--scope={PHONE}", "--from", "2026-01-01", "--expires", "2027-01-01",
+               "--expires-in", "1d")  # fmt: skip
     assert both.exit_code == 2 and "give --expires or --expires-in, not both" in both.output
+    # The old free-text purpose: refused before anything is sent, and not echoed back.
+    free = run("case", "open", "X-2", *node0, "--purpose", FREE_TEXT, "--justification", WHY,
+               f"--scope={PHONE}", "--from", "2026-01-01")  # fmt: skip
+    assert free.exit_code == 2
+    assert "Invalid value for '--purpose': must be one of telecom_fraud, " in free.output
+    assert "the reasons go in --justification" in free.output
+    assert "Li Wei" not in free.output and "8765" not in free.output
+    for bad, reason in [(" ", "must not be empty"), ("x" * 2001, "at most 2000"),
+                        ("a\x1bb", "control characters")]:  # fmt: skip
+        refused = run("case", "open", "X-3", *node0, "--purpose", "phishing", "--justification",
+                      bad, f"--scope={PHONE}", "--from", "2026-01-01")  # fmt: skip
+        assert refused.exit_code == 2 and reason in refused.output, refused.output
+    assert "X-2" not in ok("case", "list", *node0) and "X-3" not in ok("case", "list", *node0)
 
 
 @pytest.mark.timeout(120)
@@ -229,9 +251,20 @@ def test_graph_history_cases_and_audit_outputs(net: Path, tmp_path: Path) -> Non
     assert re.search(r"links +link    account [0-9a-f]{8} -logged_in_from-> device", history)
 
     listed = ok("case", "list", *node1)
-    assert re.search(r"HZ-OUT +active +3/3  police-0 +\S+Z +Fraud ring", listed), listed
+    assert re.search(r"HZ-OUT +active +3/3  police-0 +\S+Z +telecom_fraud", listed), listed
+    assert "Wang Fang" not in listed
     shown = ok("case", "show", "HZ-OUT", *node1)
     assert "case      HZ-OUT: active" in shown and "approvals 3 of 3 needed" in shown
+    assert "purpose   telecom_fraud" in shown
+    # An approver's node holds the justification and checks it against the ledger.
+    assert shown.rstrip().endswith(
+        "justification  from police-0, matches the ledger:\n"
+        "    Fourteen complaints name this number.\n"
+        "    Two victims, Li Na and Wang Fang, paid 48,000 CNY."
+    ), shown
+    as_json = json.loads(ok("case", "show", "HZ-OUT", *node1, "--json"))
+    assert as_json["justification"]["text"] == WHY
+    assert as_json["justification"]["matches_commitment"] is True
     assert re.search(r"scope     phone [0-9a-f]{8}\n +device [0-9a-f]{8}", shown)
     assert json.loads(ok("case", "show", "HZ-OUT", *node1, "--json"))["state"] == "active"
 

@@ -140,7 +140,12 @@ def test_what_a_web_page_could_send_is_refused_and_nothing_reaches_the_ledger(
 ) -> None:
     _net, api = consortium
     base = f"http://127.0.0.1:{api}"
-    case = {"case_id": "WEB-1", "purpose": "telecom_fraud", "scope": ["phone:+8613800138000"]}
+    case = {
+        "case_id": "WEB-1",
+        "purpose": "telecom_fraud",
+        "justification": "opened by a web page",
+        "scope": ["phone:+8613800138000"],
+    }
     with httpx.Client(timeout=10, trust_env=False) as client:
         before = client.get(f"{base}/status").json()["height"]
         simple = [

@@ -21,17 +21,25 @@ from metrics_helpers import sample_value
 from net.transport import Transport
 from net.wire import DetailsAck, Frame, PrivateDetails
 from node.api.app import build_app
-from node.details.records import Details, commitment, encode_details, new_salt
+from node.details.records import (
+    Details,
+    commitment,
+    committed_commitment,
+    encode_details,
+    new_salt,
+)
 from node.details.service import DAY_MS
-from node.identifiers.pseudonym import entity_ref
+from node.identifiers.pseudonym import PseudonymKey, entity_ref
 from node.ledger.kinds import Report
 from node.ledger.transactions import encode_tx, make_tx, tx_id
 from node.refusals import NotFound
 from node.testing.cluster import InProcessCluster, local_genesis
+from node.tracing.service import TracingService
 
 # Timings short enough for tests; retention checks only when a test asks.
 QUICK = {"tick_s": 0.05, "retry_base_s": 0.05, "retry_cap_s": 0.2, "retention_check_s": 3600}
 POLICE, BANK, TELECOM, BANK2 = 0, 1, 2, 3
+KEY = PseudonymKey(bytes(range(32)))
 
 
 class Recorder:
@@ -59,9 +67,12 @@ class Clock:
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, transport: str = "memory", **options: Any
+    tmp_path: Path,
+    transport: str = "memory",
+    roles: dict[int, tuple[str, ...]] | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[InProcessCluster, list[tuple[int, int, Frame]], trio.Nursery]]:
-    genesis, signers = local_genesis(4, consensus=FAST)
+    genesis, signers = local_genesis(4, consensus=FAST, roles=roles)
     cluster = InProcessCluster(
         tmp_path, genesis, signers, transport=transport, private_options=QUICK | options
     )
@@ -185,6 +196,55 @@ async def test_details_reach_exactly_the_named_members_and_no_frame_goes_elsewhe
             assert b"Li Na" in private_file
             stats = cluster.details(BANK).stats
             assert stats.shared == 1 and stats.acknowledged == 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_case_s_justification_goes_to_the_approvers_only_and_no_frame_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # The bank with index 3 approves no cases in this consortium.
+    with trio.fail_after(45):
+        async with running(tmp_path, roles={BANK2: ("reporter", "auditor")}) as (cluster, sent, _):
+            police = TracingService.attach(
+                cluster.runtime(POLICE), cluster.store(POLICE), cluster.genesis, KEY
+            )
+            app = build_app(
+                cluster.runtime(POLICE),
+                cluster.store(POLICE),
+                cluster.genesis,
+                tracing=police,
+                details=cluster.details(POLICE),
+            )
+            why = "Li Na, +86 138 0013 8000, lost 48,000 CNY to callers posing as police."
+            now = int(time.time() * 1000)
+            body = {
+                "case_id": "HZ-WHY",
+                "purpose": "telecom_fraud",
+                "justification": why,
+                "scope": ["phone:+86 170 2311 4587"],
+                "window": {"start_ms": now - DAY_MS, "end_ms": now},
+                "expires_ms": now + DAY_MS,
+            }
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+                response = await c.post("/cases", json=body)
+            assert response.status_code == 201, response.text
+            case_tx = bytes.fromhex(response.json()["tx_id"])
+            await until(lambda: holds(cluster, BANK, case_tx) and holds(cluster, TELECOM, case_tx))
+            await until(lambda: not cluster.details(POLICE)._outbox)
+            committed = cluster.store(BANK).tx(case_tx)
+            assert committed is not None
+            _, promise = committed_commitment(committed)
+            for member in (POLICE, BANK, TELECOM):
+                view = cluster.details(member).lookup(case_tx)
+                assert view.details == {"justification": why} and view.matches is True
+                assert view.commitment == promise and view.sender == cluster.member_name(POLICE)
+            assert not_held(cluster, BANK2, case_tx) == "not_entitled"
+            details_frames = {(s, t, f.tx_id) for s, t, f in sent if isinstance(f, PrivateDetails)}
+            assert details_frames == {(POLICE, BANK, case_tx), (POLICE, TELECOM, case_tx)}
+            for member in range(4):
+                ledger_file = (cluster.data_dir(member) / "data.mdb").read_bytes()
+                assert b"Li Na" not in ledger_file and b"0013" not in ledger_file
 
 
 @pytest.mark.timeout(60)

@@ -3,6 +3,7 @@ delivery check, the frames on the wire, and the private store with its retention
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -21,14 +22,20 @@ from net.wire import (
 )
 from node.details.records import (
     MAX_FIELDS,
+    MAX_JUSTIFICATION_CHARS,
     MAX_VALUE_CHARS,
     Details,
     UnknownMembers,
+    case_recipients,
     check_delivery,
     commitment,
+    committed_commitment,
     decode_details,
     default_recipients,
     encode_details,
+    justification_details,
+    justification_of,
+    justification_problem,
     matches,
     new_salt,
     resolve_recipients,
@@ -36,8 +43,8 @@ from node.details.records import (
 from node.details.store import PrivateRecord, PrivateStore
 from node.identifiers.pseudonym import entity_ref
 from node.ledger.env import StoreError
-from node.ledger.kinds import Case, Link, Report
-from node.ledger.transactions import encode_tx, make_tx
+from node.ledger.kinds import Approve, Case, Link, Report
+from node.ledger.transactions import encode_tx, make_tx, tx_id
 from node.testing.cluster import local_genesis
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -158,10 +165,47 @@ def test_a_delivery_is_kept_only_from_the_signer_and_only_if_it_matches() -> Non
     )
     link_tx = encode_tx(make_tx(SIGNERS[1], GENESIS.chain_id, signer, "link", link, 8, NOW))
     assert check_delivery(link_tx, signer, salt, details) == "stored"
-    case = Case("C-1", "fraud ring", (link.a,), 0, NOW, NOW + DAY)
+    # A case's justification too: it is kept only from the opener, only if it matches.
+    reasons = encode_details(justification_details("Li Na lost 48,000 CNY to this caller."))
+    case = Case("C-1", "telecom_fraud", commitment(salt, reasons), (link.a,), 0, NOW, NOW + DAY)
     police = GENESIS.members[0].name
     case_tx = encode_tx(make_tx(SIGNERS[0], GENESIS.chain_id, police, "case", case, 9, NOW))
-    assert check_delivery(case_tx, police, salt, details) == "no_commitment"
+    assert committed_commitment(case_tx) == (police, case.justification_commitment)
+    assert check_delivery(case_tx, police, salt, reasons) == "stored"
+    assert check_delivery(case_tx, signer, salt, reasons) == "not_signer"
+    assert check_delivery(case_tx, police, salt, details) == "mismatch"
+    approve = Approve("C-1", tx_id(case_tx))
+    approve_tx = encode_tx(
+        make_tx(SIGNERS[1], GENESIS.chain_id, signer, "approve", approve, 10, NOW)
+    )
+    assert check_delivery(approve_tx, signer, salt, details) == "no_commitment"
+
+
+def test_a_justification_is_bounded_free_text_for_the_approvers() -> None:
+    text = "Caller 139.8765.4321 and Li Wei of 12 Xinhua Rd\nsecond paragraph"
+    assert justification_of(justification_details(text).as_dict()) == text
+    assert justification_problem("x" * MAX_JUSTIFICATION_CHARS) is None
+    for bad, reason in [
+        ("", "must not be empty"),
+        (" \n ", "must not be empty"),
+        ("x" * (MAX_JUSTIFICATION_CHARS + 1), f"at most {MAX_JUSTIFICATION_CHARS}"),
+        ("a\rb", "control characters"),
+        ("a\x1b[2Jb", "control characters"),
+        ("a\u2028b", "control characters"),
+        ("a\u200bb", "control characters"),
+    ]:
+        problem = justification_problem(bad)
+        assert problem is not None and reason in problem, bad
+        with pytest.raises(ValueError, match=reason):
+            justification_details(bad)
+    # To the members that approve cases, and the opener, whatever its roles.
+    members = list(GENESIS.members)
+    members[0] = dataclasses.replace(members[0], roles=("reporter", "investigator"))
+    members[3] = dataclasses.replace(members[3], roles=("reporter", "auditor"))
+    genesis = dataclasses.replace(GENESIS, members=tuple(members))
+    names = [m.name for m in members]
+    assert case_recipients(genesis, names[0]) == (names[0], names[1], names[2])
+    assert case_recipients(genesis, names[3]) == (names[1], names[2], names[3])
 
 
 def test_recipients_default_to_the_investigators_and_always_include_the_submitter() -> None:

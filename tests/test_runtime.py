@@ -193,7 +193,6 @@ async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is
     import time
 
     from consensus.crypto import Signer
-    from node.ledger.kinds import Attribute
     from node.ledger.transactions import sign_tx
 
     cluster = make_cluster(tmp_path)
@@ -210,8 +209,8 @@ async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is
     raw_phone_body = Report(
         subject=entity_ref(PSEUDONYM_KEY, "phone", "13800138000"),
         category="fraud_call",
-        attributes=(Attribute("caller", "+86 138 0013 8000"),),
-        case_id=None,
+        attributes=(),
+        case_id="case-13800138000",
         observed_ms=now - 1000,
         details_commitment=None,
     )

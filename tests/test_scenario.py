@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from node.ledger.attributes import CATEGORY_KEYS
 from node.ledger.authoring import Author, load_author
+from node.ledger.kinds import Report
 from node.ledger.transactions import TxContext, member_table, validate_tx
 from node.ops.scenario import STORY, fraud_ring
 from node.setup.provision import make_testnet
@@ -43,6 +45,13 @@ def test_every_record_is_a_valid_transaction_of_the_partner_that_saw_it(tmp_path
         assert institutions[member] == record.reporter.partition(":")[0]
         assert validated.body.kind == record.kind
         assert now - 31 * 86_400_000 < validated.body.observed_ms <= now  # type: ignore[union-attr]
+        if isinstance(validated.body, Report):
+            # What the partner counted, typed: every report says something, and its
+            # first and last sightings (when given) are real dates in order.
+            attributes = dict((a.key, a.value) for a in validated.body.attributes)
+            assert attributes and set(attributes) <= set(CATEGORY_KEYS[validated.body.category])
+            if "first_seen" in attributes:
+                assert attributes["first_seen"] <= attributes["last_seen"]
     assert {member for member, _ in signed} == set(team)  # all six partners report
 
 

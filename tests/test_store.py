@@ -239,8 +239,8 @@ def test_other_chain_or_genesis_is_refused(tmp_path: Path) -> None:
 def test_a_store_of_the_previous_format_is_refused(tmp_path: Path) -> None:
     with open_store(tmp_path):
         pass
-    tamper(tmp_path, b"meta", b"format_version", (1).to_bytes(4, "big"))
-    with pytest.raises(StoreError, match="has format version 1, this build reads version 2"):
+    tamper(tmp_path, b"meta", b"format_version", (2).to_bytes(4, "big"))
+    with pytest.raises(StoreError, match="has format version 2, this build reads version 3"):
         open_store(tmp_path)
 
 

@@ -9,7 +9,7 @@ needs k = 3 approvals (``node.testing.cluster.local_genesis``).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,10 @@ PHONE = "phone:+86 138 0013 8000"
 ACCOUNT = "account:DE89370400440532013000"
 DEVICE = "device:35-209900-176148-1"
 EMAIL = "email:mule@example.com"
+JUSTIFICATION = (
+    "Fourteen complaints name this number; two victims, Li Na and Wang Fang, moved "
+    "48,000 CNY to a 'safe account' at the caller's request."
+)
 
 
 def now_ms() -> int:
@@ -114,13 +118,15 @@ class TracingCluster:
         *,
         window: tuple[int, int] | None = None,
         expires_ms: int | None = None,
-        purpose: str = "Telecom fraud ring",
+        purpose: str = "telecom_fraud",
+        justification: str = JUSTIFICATION,
     ) -> dict[str, Any]:
         now = now_ms()
         start, end = window or (now - 30 * DAY, now + DAY)
         body = {
             "case_id": case_id,
             "purpose": purpose,
+            "justification": justification,
             "scope": list(scope),
             "window": {"start_ms": start, "end_ms": end},
             "expires_ms": expires_ms or now + 7 * DAY,
@@ -143,10 +149,15 @@ class TracingCluster:
 
 @asynccontextmanager
 async def tracing_cluster(
-    tmp_path: Path, *, transport: str = "memory", **options: Any
+    tmp_path: Path,
+    *,
+    transport: str = "memory",
+    roles: Mapping[int, Sequence[str]] | None = None,
+    **options: Any,
 ) -> AsyncIterator[TracingCluster]:
-    """Four nodes, each with its tracing service and an httpx client for its app."""
-    cluster = make_cluster(tmp_path, transport=transport)
+    """Four nodes, each with its tracing and details services and an httpx client for
+    its app; ``roles`` replaces the roles of the members it names."""
+    cluster = make_cluster(tmp_path, transport=transport, roles=roles)
     async with trio.open_nursery() as nursery:
         await cluster.start(nursery)
         services, watches = [], []
@@ -159,7 +170,11 @@ async def tracing_cluster(
             clients = []
             for i, service in enumerate(services):
                 app = build_app(
-                    cluster.runtime(i), cluster.store(i), cluster.genesis, tracing=service
+                    cluster.runtime(i),
+                    cluster.store(i),
+                    cluster.genesis,
+                    tracing=service,
+                    details=cluster.details(i),
                 )
                 client = httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"

@@ -111,9 +111,18 @@ class LedgerBuilder:
         member: str = "police",
         window: tuple[int, int] = (T0 - 30 * DAY, T0),
         expires_ms: int = T0 + 30 * DAY,
-        purpose: str = "Telecom fraud ring",
+        purpose: str = "telecom_fraud",
+        justification_commitment: bytes = bytes(range(32)),
     ) -> bytes:
-        body = Case(case_id, purpose, tuple(scope), window[0], window[1], expires_ms)
+        body = Case(
+            case_id,
+            purpose,
+            justification_commitment,
+            tuple(scope),
+            window[0],
+            window[1],
+            expires_ms,
+        )
         return self.sign(member, body)
 
     def approve(self, member: str, case_id: str, case_tx: bytes) -> bytes:

@@ -368,7 +368,7 @@ def build_app(
         responses={200: answer(Block, "The block."), 400: BAD_INPUT, 404: not_found},
     )
     details_routes(app, details, store)
-    tracing_routes(app, tracing)  # cases, queries and audit: node.api.tracing
+    tracing_routes(app, tracing, details)  # cases, queries and audit: node.api.tracing
     psi_routes(app, psi)  # private set intersection: node.api.psi
     app.add_api_route(
         "/metrics",

@@ -111,10 +111,11 @@ def details_routes(app: FastAPI, service: PrivateDetailsService | None, store: L
         methods=["POST"],
         dependencies=[Depends(need)],
         summary=(
-            "Submit a report or link signed by this node's member together with the private "
-            "details it commits to: the node checks the commitment, keeps the details in its "
-            "private store, submits the transaction and sends the details over the secure "
-            "channel to the named members only."
+            "Submit a report, link or case signed by this node's member together with the "
+            "private details it commits to (a case's: its justification): the node checks "
+            "the commitment, keeps the details in its private store, submits the "
+            "transaction and sends the details over the secure channel to the named "
+            "members only."
         ),
         openapi_extra=SHARE.openapi,
         responses={

@@ -13,7 +13,7 @@ that goes missing or changes type.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     JsonValue,
     PlainValidator,
+    create_model,
     model_validator,
 )
 from pydantic import WithJsonSchema as Schema
@@ -31,7 +32,6 @@ from node.api.fields import (
     NOT_AN_OBJECT,
     WHERE,
     DigestText,
-    Text,
     TimeMs,
     absent,
     decimal,
@@ -42,13 +42,16 @@ from node.api.fields import (
     text,
 )
 from node.api.models import Count, DigestStr, HexStr, JsonObject, Omitted, one_of
+from node.details.records import MAX_JUSTIFICATION_CHARS, justification_problem
 from node.identifiers.normalize import EntityType
+from node.ledger.attributes import json_schema as attribute_schema
 from node.ledger.cases import CaseState
-from node.ledger.kinds import CATEGORIES, PSI_OUTCOMES, QUERY_KINDS, RELATIONS
+from node.ledger.kinds import CATEGORIES, PSI_OUTCOMES, PURPOSES, QUERY_KINDS, RELATIONS
 from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS
+from node.refusals import Invalid
 from node.tracing.audit import DEFAULT_LIMIT, MAX_LIMIT
 from node.tracing.queries import DEFAULT_TRACE_LIMIT, MAX_GRAPH_DEPTH, Reference, TimeWindow
-from node.tracing.service import ENTITY_TYPES, check_case_id, identifier_parts
+from node.tracing.service import ENTITY_TYPES, check_case_id, check_purpose, identifier_parts
 
 DEFAULT_GRAPH_DEPTH = 2
 # The examples of the request bodies; the fuzz test opens this very case, so the
@@ -94,10 +97,35 @@ def _shape(value: object) -> str:
     return str(value)
 
 
+def _justification(value: object) -> str:
+    problem = justification_problem(value)
+    if problem is not None:
+        raise Invalid("bad_justification", problem)
+    assert isinstance(value, str)
+    return value
+
+
 CaseId = Annotated[
     str,
     Field(min_length=1, max_length=MAX_STRING_CHARS),
     BeforeValidator(service_check(check_case_id)),
+]
+Purpose = Annotated[
+    str,
+    BeforeValidator(service_check(check_purpose)),
+    one_of(PURPOSES),
+    Field(description="why the case is opened, one of the consortium's purposes"),
+]
+Justification = Annotated[
+    str,
+    BeforeValidator(service_check(_justification)),
+    Field(
+        min_length=1,
+        max_length=MAX_JUSTIFICATION_CHARS,
+        description="the written reasons for the case, for the approvers: free text, kept "
+        "off the ledger (the case carries a salted commitment to it) and sent over the "
+        "secure channel to the members that approve cases only",
+    ),
 ]
 Identifier = Annotated[
     str,
@@ -137,7 +165,9 @@ class OpenCaseRequest(JsonObject):
         json_schema_extra={
             "example": {
                 "case_id": "HZ-2026-0194",
-                "purpose": "Telecom fraud ring, report no. 1187 of 2026",
+                "purpose": "telecom_fraud",
+                "justification": "Report no. 1187 of 2026: fourteen victims of calls from "
+                "this number transferred money to the account in scope.",
                 "scope": [EXAMPLE_ENTITY, "account:6222020200112233445"],
                 "window": EXAMPLE_WINDOW,
                 "expires_ms": EXAMPLE_WINDOW["end_ms"],
@@ -146,7 +176,8 @@ class OpenCaseRequest(JsonObject):
     )
 
     case_id: CaseId
-    purpose: Text
+    purpose: Purpose
+    justification: Justification
     scope: Annotated[
         list[Identifier],
         Field(json_schema_extra={"minItems": 1, "maxItems": MAX_SCOPE}),
@@ -275,15 +306,32 @@ class LedgerEntry(BaseModel):
     time: str = Field(description="`time_ms` in UTC, ISO 8601")
 
 
-class ReportFact(LedgerEntry):
+class ReportFactBase(LedgerEntry):
     kind: Literal["report"]
-    category: Annotated[str, one_of(CATEGORIES)]
     subject: Entity
-    attributes: dict[str, str]
     case_id: str | None
     observed_ms: Count
     observed: str
     has_details: bool
+
+
+def _report_fact(category: str) -> type[BaseModel]:
+    """A report of one category, with that category's attribute schema
+    (``node.ledger.attributes``): each value a string in its one spelling."""
+    name = "Report" + "".join(part.title() for part in category.split("_"))
+    model: type[BaseModel] = create_model(
+        name,
+        __base__=ReportFactBase,
+        category=(cast(Any, Literal)[category], ...),
+        attributes=(
+            Annotated[dict[str, str], Schema(attribute_schema(category))],
+            Field(description=f"the attributes of a {category} report: typed values"),
+        ),
+    )
+    return model
+
+
+REPORT_FACTS = tuple(_report_fact(category) for category in CATEGORIES)
 
 
 class LinkFact(LedgerEntry):
@@ -296,13 +344,21 @@ class LinkFact(LedgerEntry):
     has_evidence: bool
 
 
-Fact = Annotated[ReportFact | LinkFact, Field(discriminator="kind")]
+# One schema per report category and the link: `kind` and `category` (constants in each)
+# tell which one a record is. A plain union, as OpenAPI's discriminator cannot nest.
+if TYPE_CHECKING:
+    Fact = ReportFactBase | LinkFact
+else:
+    Fact = Union[(*REPORT_FACTS, LinkFact)]
 
 
 class CaseStatus(BaseModel):
     opened: LedgerEntry
     case_id: str
-    purpose: str
+    purpose: Annotated[str, one_of(PURPOSES)]
+    justification_commitment: DigestStr = Field(
+        description="salted BLAKE2b-256 commitment to the written justification"
+    )
     scope: list[Entity]
     window: Window
     expires_ms: Count
@@ -313,6 +369,29 @@ class CaseStatus(BaseModel):
     needed: Count = Field(description="approvals the genesis requires (k)")
     closed: LedgerEntry | None
     now_ms: Count = Field(description="the time the state was decided at")
+
+
+class CaseJustification(BaseModel):
+    status: Literal[
+        "held", "not_entitled", "pending", "deleted", "no_commitment", "not_found", "unavailable"
+    ] = Field(
+        description="`held` when this node holds the justification; else why not: "
+        "`not_entitled` (this member does not approve cases, or it has not arrived), "
+        "`pending`, `deleted` (by retention), `unavailable` (no private details here)"
+    )
+    text: str | None = Field(description="the opener's written justification, when held")
+    matches_commitment: bool | None = Field(
+        description="whether what is held matches `justification_commitment` (null: not held)"
+    )
+    sender: str | None = Field(description="the member it came from (the opener)")
+    message: str
+
+
+class CaseShown(CaseStatus):
+    justification: CaseJustification = Field(
+        description="the justification this node holds for the case, checked against the "
+        "ledger's commitment, or why it holds none"
+    )
 
 
 class CaseList(BaseModel):

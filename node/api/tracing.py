@@ -8,6 +8,14 @@ committed; the answer carries where that record landed, in the body (JSON) or in
 spent on each step in ``Server-Timing`` (authorise, audit, query), so the cost of the
 query and of the audit commit can be told apart.
 
+Opening a case (``POST /cases``) takes its purpose (one of ``PURPOSES``) and its
+written justification: the node salts and commits to the justification, signs the case
+with the commitment, and hands both to the private-details service
+(``node.details.service``), which keeps the justification and sends it over the secure
+channel to the members that approve cases only; nothing of it goes on the ledger or in a
+log line. ``GET /cases/{id}`` shows the justification when this node holds it, and
+whether it matches the commitment on the ledger.
+
 Request bodies are small JSON objects checked field by field by their models
 (``node.api.models_tracing``): an unknown field, a missing one or a value of the wrong
 type is a 400 naming the field, never quoting what was sent. Answers are rendered
@@ -34,7 +42,7 @@ from node.api.models_tracing import (
     AuditQuery,
     CaseChange,
     CaseList,
-    CaseStatus,
+    CaseShown,
     GraphAnswer,
     GraphRequest,
     HistoryAnswer,
@@ -44,7 +52,18 @@ from node.api.models_tracing import (
     TraceRequest,
     time_window,
 )
+from node.details.records import (
+    case_recipients,
+    commitment,
+    encode_details,
+    justification_details,
+    justification_of,
+    new_salt,
+)
+from node.details.service import PrivateDetailsService
+from node.host.runtime import SubmitResult
 from node.ledger.application import entity_key
+from node.ledger.cases import CaseStatus
 from node.refusals import Conflict, Invalid, NotFound, Unavailable
 from node.tracing.audit import audit_json, audit_trail
 from node.tracing.queries import Grant
@@ -113,8 +132,11 @@ def _timing_headers(answer: Answer[Any], started: float) -> dict[str, str]:
 
 
 class _TracingApi:
-    def __init__(self, service: TracingService | None) -> None:
+    def __init__(
+        self, service: TracingService | None, details: PrivateDetailsService | None
+    ) -> None:
         self._service = service
+        self._details = details
 
     async def need(self) -> None:
         """The first dependency of a route whose parameters FastAPI checks: without the
@@ -148,14 +170,67 @@ class _TracingApi:
         status = self.service.status(case_id)
         if status is None:
             raise NotFound("no_case", f"there is no case {case_id!r} on the ledger")
-        return JSONResponse(status_json(status))
+        return JSONResponse(status_json(status) | {"justification": self._justification(status)})
+
+    def _justification(self, status: CaseStatus) -> dict[str, Any]:
+        """The justification held here for the case, checked against its commitment."""
+        shown: dict[str, Any] = {
+            "text": None,
+            "matches_commitment": None,
+            "sender": None,
+        }
+        if self._details is None:
+            message = "this node keeps no private details"
+            return shown | {"status": "unavailable", "message": message}
+        try:
+            view = self._details.lookup(status.case.tx_id)
+        except NotFound as exc:
+            return shown | {"status": exc.code, "message": exc.message}
+        text = justification_of(view.details)
+        if text is None:
+            message = "the details held for the case hold no justification"
+        elif view.matches:
+            message = "matches the commitment on the ledger"
+        else:
+            message = "does NOT match the commitment on the ledger: do not rely on it"
+        return {
+            "status": "held",
+            "text": text,
+            "matches_commitment": view.matches,
+            "sender": view.sender,
+            "message": message,
+        }
 
     async def open_case(self, request: Request) -> Response:
         service = self.service
         body = await OPEN_CASE.read(request)
         case_id = body.case_id
+        if self._details is None:
+            raise Unavailable(
+                "unavailable",
+                "this node keeps no private details, so it cannot keep and share a case's "
+                "justification",
+            )
+        details_service = self._details
+        try:
+            details = justification_details(body.justification)
+        except ValueError as exc:
+            raise Invalid("bad_justification", str(exc)) from None
+        salt = new_salt()
+        recipients = case_recipients(service.genesis, service.member)
+
+        async def keep_and_share(tx: bytes) -> SubmitResult:
+            result, _ = await details_service.submit_with_details(tx, salt, details, recipients)
+            return result
+
         committed = await service.open_case(
-            case_id, body.purpose, body.scope, body.window.time_window, body.expires_ms
+            case_id,
+            body.purpose,
+            commitment(salt, encode_details(details)),
+            body.scope,
+            body.window.time_window,
+            body.expires_ms,
+            submit=keep_and_share,
         )
         if committed.committed and service.case_of(committed, case_id) is None:
             owner = service.registry.case(case_id)
@@ -312,9 +387,15 @@ def _query_op(
     }
 
 
-def tracing_routes(app: FastAPI, service: TracingService | None) -> None:
-    """Adds the routes; with ``service`` None each answers 503 (the node runs without it)."""
-    api = _TracingApi(service)
+def tracing_routes(
+    app: FastAPI,
+    service: TracingService | None,
+    details: PrivateDetailsService | None = None,
+) -> None:
+    """Adds the routes; with ``service`` None each answers 503 (the node runs without it).
+    ``details`` keeps and shares cases' justifications; without it no case is opened
+    here (503) and none is shown."""
+    api = _TracingApi(service, details)
     app.add_api_route(
         "/cases",
         api.list_cases,
@@ -330,7 +411,10 @@ def tracing_routes(app: FastAPI, service: TracingService | None) -> None:
         summary=(
             "Open a case: the node signs a `case` transaction as its member (role "
             "investigator). Scope identifiers are given in the clear and pseudonymised by "
-            "the node; the case is active once k members approve."
+            "the node; the purpose is one of the consortium's purposes; the written "
+            "justification stays off the ledger (the case carries a salted commitment to "
+            "it) and goes over the secure channel to the members that approve cases. The "
+            "case is active once k members approve."
         ),
         openapi_extra=OPEN_CASE.openapi,
         responses={
@@ -341,7 +425,11 @@ def tracing_routes(app: FastAPI, service: TracingService | None) -> None:
             409: refusal("The case id is taken (`case_exists`)."),
             413: TOO_LARGE,
             422: REJECTED,
-            503: UNAVAILABLE,
+            503: refusal(
+                "The node cannot serve this now: no tracing service or pseudonym key, no "
+                "private details to keep the justification in (`unavailable`), a full "
+                "mempool (`node_busy`)."
+            ),
         },
     )
     # Case ids may hold "/" (they are "HZ/2026/0001" in some bureaus): the path
@@ -362,9 +450,12 @@ def tracing_routes(app: FastAPI, service: TracingService | None) -> None:
         "/cases/{case_id:path}",
         api.show_case,
         methods=["GET"],
-        summary="One case: state, approvals (n of k), reason, scope, window.",
+        summary=(
+            "One case: state, approvals (n of k), reason, purpose, scope, window, and the "
+            "written justification when this node holds it, checked against the ledger."
+        ),
         responses={
-            200: answer(CaseStatus, "The case."),
+            200: answer(CaseShown, "The case."),
             400: BAD_INPUT,
             404: refusal("There is no such case (`no_case`)."),
             503: UNAVAILABLE,

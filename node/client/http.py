@@ -118,7 +118,7 @@ class ApiClient:
         wait: bool = False,
         timeout_s: float = 5.0,
     ) -> tuple[int, dict[str, Any]]:
-        """A signed report or link with the private details it commits to
+        """A signed report, link or case with the private details it commits to
         (``POST /details``); the answer has the shape of ``submit``'s."""
         params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
         body: dict[str, Any] = {"tx": tx.hex(), "salt": salt.hex(), "details": details}

@@ -8,10 +8,12 @@ returns lines, so the commands only print, and tests can read the same lines.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 Json = Mapping[str, Any]
+JUSTIFICATION_WIDTH = 84  # indented by four: 88 columns
 
 
 def entity(ref: Json | None) -> str:
@@ -92,6 +94,20 @@ def case_lines(case: Json) -> list[str]:
         lines.append(
             f"closed    by {closed['member']} at height {closed['height']}, {closed['time']}"
         )
+    return lines + justification_lines(case.get("justification"))
+
+
+def justification_lines(shown: Json | None) -> list[str]:
+    """The case's written justification as this node holds it, or why it holds none;
+    its text indented under the heading, so no line of it can pass for another field."""
+    if shown is None:
+        return []
+    if shown["status"] != "held" or shown["text"] is None:
+        return [f"justification  not held here ({shown['status']}): {shown['message']}"]
+    verdict = "matches the ledger" if shown["matches_commitment"] else "DOES NOT MATCH the ledger"
+    lines = [f"justification  from {shown['sender']}, {verdict}:"]
+    for paragraph in str(shown["text"]).splitlines() or [""]:
+        lines += [f"    {line}" for line in textwrap.wrap(paragraph, JUSTIFICATION_WIDTH) or [""]]
     return lines
 
 

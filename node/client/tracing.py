@@ -44,14 +44,18 @@ class TracingClient(ApiClient):
         self,
         case_id: str,
         purpose: str,
+        justification: str,
         scope: list[str],
         window: tuple[int, int],
         expires_ms: int,
     ) -> tuple[int, dict[str, Any]]:
-        """(201 committed | 202 not yet, the answer)."""
+        """(201 committed | 202 not yet, the answer). ``purpose`` is one of the ledger's
+        purposes; ``justification`` the written reasons, which the node keeps off the
+        ledger and sends to the approvers only."""
         body = {
             "case_id": case_id,
             "purpose": purpose,
+            "justification": justification,
             "scope": scope,
             "window": {"start_ms": window[0], "end_ms": window[1]},
             "expires_ms": expires_ms,

@@ -24,6 +24,8 @@ from node.client.http import ApiClientError
 from node.client.text import audit_lines, case_lines, case_table, change_line
 from node.client.tracing import TracingClient, refusal
 from node.commands.options import CONTEXT, home_option, json_option, resolve_url, url_option
+from node.details.records import MAX_JUSTIFICATION_CHARS, justification_problem
+from node.ledger.kinds import PURPOSES
 
 T = TypeVar("T")
 DAY_MS = 86_400_000
@@ -103,18 +105,37 @@ def finish_change(verb: str, status_code: int, answer: dict[str, Any], as_json: 
         sys.exit(2)  # submitted, not committed in time: as `submit --wait` does
 
 
+class PurposeChoice(click.Choice[str]):
+    """One of the purposes; a refusal says which there are and does not quote what was
+    typed (free text here is what the purposes replace: it may hold names, numbers)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(
+                f"must be one of {', '.join(PURPOSES)}; the reasons go in --justification",
+                param,
+                ctx,
+            )
+
+
 @click.group(context_settings=CONTEXT)
 def case() -> None:
     """Open, approve, close and look at investigation cases.
 
-    A case names what may be queried (its scope), why (its purpose) and over which time
-    window; it authorises queries once k members (k from the genesis) have approved it,
-    until it expires or is closed.
+    A case names what may be queried (its scope), why (its purpose, one of the
+    consortium's purposes, and its written justification) and over which time window;
+    it authorises queries once k members (k from the genesis) have approved it, until it
+    expires or is closed. The justification never goes on the ledger: the case carries a
+    salted commitment to it, and the node sends it over the secure channel to the members
+    that approve cases, whose `case show` displays it and checks it against the ledger.
 
     \b
     Example:
       crosstrace case open HZ-2026-0193 --home ./consortium/node0 \\
-          --purpose "Telecom fraud ring, report no. 1187 of 2026" \\
+          --purpose telecom_fraud \\
+          --justification "Report no. 1187 of 2026: 14 victims, transfers to one account" \\
           --scope phone:+8613800138000 --scope account:6222020200112233445 \\
           --from 2026-10-01 --expires-in 30d
       crosstrace case approve HZ-2026-0193 --home ./consortium/node1
@@ -124,7 +145,20 @@ def case() -> None:
 
 @case.command("open", context_settings=CONTEXT)
 @click.argument("case_id")
-@click.option("--purpose", required=True, help="Why: purpose limitation needs one.")
+@click.option(
+    "--purpose",
+    required=True,
+    type=PurposeChoice(PURPOSES),
+    help="Why, as one of the consortium's purposes (on the ledger).",
+)
+@click.option(
+    "--justification",
+    required=True,
+    help=(
+        f"The written reasons, for the approvers (at most {MAX_JUSTIFICATION_CHARS} "
+        "characters): kept off the ledger, sent to the members that approve cases."
+    ),
+)
 @click.option(
     "--scope",
     "scope",
@@ -142,6 +176,7 @@ def case() -> None:
 def open_case(
     case_id: str,
     purpose: str,
+    justification: str,
     scope: tuple[str, ...],
     start: str,
     end: str | None,
@@ -155,9 +190,13 @@ def open_case(
 
     \b
     Example:
-      crosstrace case open HZ-2026-0193 --home ./consortium/node0 --purpose "Fraud ring" \\
+      crosstrace case open HZ-2026-0193 --home ./consortium/node0 --purpose telecom_fraud \\
+          --justification "Report no. 1187 of 2026: 14 victims of calls from this number" \\
           --scope phone:+8613800138000 --from 2026-10-01 --expires 2026-12-31
     """
+    problem = justification_problem(justification)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--justification")
     if expires is not None and expires_in is not None:
         raise click.UsageError("give --expires or --expires-in, not both")
     if expires is not None:
@@ -172,7 +211,7 @@ def open_case(
         raise click.BadParameter("the window must not end before it starts", param_hint="--from")
     status_code, answer = with_client(
         resolve_url(home, url),
-        lambda c: c.open_case(case_id, purpose, list(scope), window, expires_ms),
+        lambda c: c.open_case(case_id, purpose, justification, list(scope), window, expires_ms),
     )
     finish_change(f"case {case_id} opened", status_code, answer, as_json)
     if not as_json and answer["committed"] and answer["case"] is not None:
@@ -239,7 +278,9 @@ def list_cases(home: Path | None, url: str | None, as_json: bool) -> None:
 @url_option
 @json_option
 def show(case_id: str, home: Path | None, url: str | None, as_json: bool) -> None:
-    """One case: state and why, purpose, window, scope, approvals (n of k), closure.
+    """One case: state and why, purpose, window, scope, approvals (n of k), closure, and
+    its written justification when this node holds it (an approver's does), checked
+    against the commitment on the ledger.
 
     \b
     Example:

@@ -24,7 +24,13 @@ from node.commands.options import (
     share_with_option,
     url_option,
 )
+from node.ledger.attributes import CATEGORIES, CATEGORY_KEYS, SchemaError, attributes_of
 from node.ledger.authoring import AuthoringError, load_author, parse_entity
+
+# The keys each category takes, under `submit report --help`.
+_ATTRIBUTE_HELP = "\b\nAttributes (--attr KEY=VALUE) each category takes:\n" + "\n".join(
+    f"  {category}: {', '.join(CATEGORY_KEYS[category])}" for category in CATEGORIES
+)
 
 
 def _ago(unix_time: float | None) -> str:
@@ -166,10 +172,19 @@ def _author(ctx: click.Context) -> Any:
     return ctx.obj[0]
 
 
-@submit.command(context_settings=CONTEXT)
+@submit.command(context_settings=CONTEXT, epilog=_ATTRIBUTE_HELP)
 @click.argument("entity")
 @click.option("--category", required=True, help="fraud_call, money_mule, phishing, ...")
-@click.option("--attr", "attrs", multiple=True, help="KEY=VALUE, repeatable.")
+@click.option(
+    "--attr",
+    "attrs",
+    multiple=True,
+    help=(
+        "KEY=VALUE, repeatable: a key the category takes and a value of its type (a count "
+        "is 14, a date 2026-11-02, an amount 48000 CNY, an enumeration one of its words); "
+        "free text goes in --detail."
+    ),
+)
 @click.option("--case", "case_id", help="The case this report belongs to.")
 @detail_option
 @share_with_option
@@ -185,15 +200,28 @@ def report(
 ) -> None:
     """Report an observation about ENTITY (TYPE:VALUE, e.g. phone:+8613800138000).
 
-    With --detail, the details stay off the ledger: the report carries a salted
-    commitment to them, and the node sends them only to the members named.
+    The attributes are typed fields from the category's closed schema, never free text:
+    notes, names and numbers go in --detail. With --detail, the details stay off the
+    ledger: the report carries a salted commitment to them, and the node sends them only
+    to the members named.
+
+    \b
+    Example:
+      crosstrace submit --home ./consortium/node1 report phone:+8613800138000 \\
+          --category fraud_call --attr complaints=14 --attr source=customer_complaint
     """
     pairs = []
     for attr in attrs:
         key, sep, value = attr.partition("=")
         if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {attr!r}", param_hint="--attr")
+            # Not quoted back: it may be an identifier typed in the wrong place.
+            raise click.BadParameter("expected KEY=VALUE", param_hint="--attr")
         pairs.append((key, value))
+    if category in CATEGORIES:
+        try:
+            attributes_of(category, pairs)
+        except SchemaError as exc:
+            raise click.ClickException(f"--attr: {exc}") from None
     sharing = prepare(_author(ctx), details, share_with)
     commitment = None if sharing is None else sharing.commitment
     try:

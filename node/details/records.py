@@ -7,6 +7,13 @@ the ledger and puts a commitment in the transaction instead (``Report.details_co
 entitled to them only (``node.details.service``), and each recipient can show that what
 it holds is what the submitter committed to.
 
+A case is the same: its purpose on the ledger is a category, and the opener's written
+justification (``justification_details``: one field, ``justification``, at most
+``MAX_JUSTIFICATION_CHARS`` characters) is a private detail committed to by
+``Case.justification_commitment`` and sent to the members that approve cases
+(``case_recipients``), so an approver reads what it approves and can check it against
+the ledger.
+
 Details. A small map of text fields (``Details``): keys are lower-case identifiers,
 values are free text, raw identifiers included (that is what they are for), sorted by
 key so one map has one encoding. Sizes are bounded (``MAX_FIELDS``, ``MAX_KEY_CHARS``,
@@ -35,13 +42,15 @@ import hmac
 import itertools
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from consensus.codec import DecodeError, decode_value, encode_value
 from consensus.crypto import DIGEST_SIZE
 from net.wire import MAX_DETAILS_BYTES, SALT_SIZE
-from node.ledger.kinds import Link, Report
+from node.ledger.cases import APPROVER_ROLE
+from node.ledger.kinds import Case, Link, Report
 from node.ledger.transactions import decode_body, decode_tx
 from node.setup.genesis import Genesis
 
@@ -50,12 +59,15 @@ __all__ = [
     "SALT_SIZE",
     "DetailField",
     "Details",
+    "case_recipients",
     "check_delivery",
     "commitment",
     "committed_commitment",
     "decode_details",
     "default_recipients",
     "encode_details",
+    "justification_details",
+    "justification_of",
     "new_salt",
 ]
 
@@ -67,6 +79,11 @@ DOMAIN = b"crosstrace/private-details/v1"
 DEFAULT_ROLE = "investigator"
 
 _KEY = re.compile(r"[a-z][a-z0-9_]*")
+# A case's written justification: the one field of its details.
+JUSTIFICATION = "justification"
+MAX_JUSTIFICATION_CHARS = 2000
+# Control and format characters, and line and paragraph separators: only "\n" breaks lines.
+_NOT_IN_TEXT = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,8 @@ def committed_commitment(tx_bytes: bytes) -> tuple[str, bytes | None]:
         return tx.member, body.details_commitment
     if isinstance(body, Link):
         return tx.member, body.evidence_commitment
+    if isinstance(body, Case):
+        return tx.member, body.justification_commitment
     return tx.member, None
 
 
@@ -173,6 +192,42 @@ def check_delivery(tx_bytes: bytes, sender: str, salt: bytes, details: bytes) ->
         # nobody could read them.
         return "mismatch"
     return "stored"
+
+
+def justification_problem(text: object) -> str | None:
+    """Why ``text`` cannot be a case's justification, or None. It is free text (names
+    and numbers included: it never goes on the ledger), but bounded, not blank, and
+    without control characters other than line breaks, which would let it forge lines
+    on an approver's terminal."""
+    if not isinstance(text, str):
+        return "the justification must be a string"
+    if not text.strip():
+        return "the justification must not be empty: approvers need to read why"
+    if len(text) > MAX_JUSTIFICATION_CHARS:
+        return f"the justification has {len(text)} characters, at most {MAX_JUSTIFICATION_CHARS}"
+    if any(unicodedata.category(c) in _NOT_IN_TEXT and c != "\n" for c in text):
+        return "the justification contains control characters (line breaks are fine)"
+    return None
+
+
+def justification_details(text: str) -> Details:
+    """A case's justification as the details its commitment covers; ``ValueError``
+    (with ``justification_problem``'s words) if it cannot be one."""
+    problem = justification_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return Details.of({JUSTIFICATION: text})
+
+
+def justification_of(details: Mapping[str, str]) -> str | None:
+    """The justification in a case's details, None if they hold none."""
+    return details.get(JUSTIFICATION)
+
+
+def case_recipients(genesis: Genesis, opener: str) -> tuple[str, ...]:
+    """Who receives a case's justification: the members that approve cases, and the
+    opener, in genesis order."""
+    return tuple(m.name for m in genesis.members if APPROVER_ROLE in m.roles or m.name == opener)
 
 
 def default_recipients(genesis: Genesis, submitter: str) -> tuple[str, ...]:

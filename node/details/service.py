@@ -6,8 +6,10 @@ One service per node, running in the node's nursery beside the runtime
 handler only queues, on a bounded inbox) and owns the private store.
 
 Submitting (``submit_with_details``). The local API hands over a transaction signed by
-this node's member, with the salt, the details and the recipients the submitter named
-(default: the members with the investigator role; the submitter is always one). The
+this node's member (a report or a link with its details, or a case with its written
+justification), with the salt, the details and the recipients the submitter named
+(default: the members with the investigator role; for a case the API names the members
+that approve cases, ``records.case_recipients``; the submitter is always one). The
 commitment in the transaction must match, then the record and one outbox entry per
 other recipient are written in one LMDB transaction before the transaction is
 submitted; if consensus refuses it, they are removed again. The recipients are stored

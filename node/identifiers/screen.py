@@ -1,13 +1,14 @@
 """The raw-identifier screen: does a free-text string hold an identifier in the clear?
 
-The ledger holds keyed pseudonyms only, so every string of a transaction (a report's
-attributes, a case's purpose, a case id) is screened before a member admits it. The
-screen catches the honest mistake and the tool that formats a number its own way (an
-operator pasting "victim 139.1234.5678", a spreadsheet writing "13,912,345,678", a phone
-keyboard producing full-width or Arabic-Indic digits), not a member set on smuggling
-data out: that one can spell digits as words. It errs towards refusing: a refused
-transaction says which field to fix, a leaked identifier is on every member's disk for
-good. It names the kind of identifier it saw, never the text.
+The ledger holds keyed pseudonyms only, so every string of a transaction (a case id,
+say) is screened before a member admits it; a report's attributes and a case's purpose
+come from closed vocabularies (``node.ledger.attributes``) and hold no free text, which
+goes to the private details. The screen catches the honest mistake and the tool that
+formats a number its own way (an operator pasting "victim 139.1234.5678", a spreadsheet
+writing "13,912,345,678", a phone keyboard producing full-width or Arabic-Indic digits),
+not a member set on smuggling data out: that one can spell digits as words. It errs
+towards refusing: a refused transaction says which field to fix, a leaked identifier is
+on every member's disk for good. It names the kind of identifier it saw, never the text.
 
 How a string is read (``fold``, then the checks):
 

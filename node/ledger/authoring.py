@@ -18,6 +18,7 @@ from consensus.codec import MAX_UINT
 from consensus.crypto import Signer
 from node.identifiers.normalize import EntityType, NormalizationError
 from node.identifiers.pseudonym import EntityRef, PseudonymKey, PseudonymKeyError
+from node.ledger.attributes import SchemaError, attributes_of
 from node.ledger.kinds import CATEGORIES, RELATIONS, Attribute, Body, Link, Report
 from node.ledger.transactions import encode_tx, make_tx
 from node.setup.config import ConfigError, load_config
@@ -70,10 +71,14 @@ class Author:
         if category not in CATEGORIES:
             raise AuthoringError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
         try:
+            typed = attributes_of(category, attributes)
+        except SchemaError as exc:
+            raise AuthoringError(str(exc)) from None
+        try:
             body = Report(
                 subject=self.entity(entity_type, raw),
                 category=category,
-                attributes=tuple(Attribute(k, v) for k, v in sorted(dict(attributes).items())),
+                attributes=tuple(Attribute(k, v) for k, v in typed),
                 case_id=case_id,
                 observed_ms=int(time.time() * 1000),
                 details_commitment=details_commitment,

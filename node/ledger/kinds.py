@@ -1,10 +1,15 @@
 """Body types of the transaction kinds.
 
 A body's ``__post_init__`` checks what holds regardless of context (fixed
-vocabularies, commitment sizes, ordering); the codec turns its ``ValueError`` into a
-decode error, so a body that breaks them can neither be built nor decoded. Size limits
-and the raw-identifier screen (``node.identifiers.screen``) need their own rejection
-codes and live in validation.
+vocabularies, the attribute schema of ``node.ledger.attributes``, commitment sizes,
+ordering); the codec turns its ``ValueError`` into a decode error, so a body that breaks
+them can neither be built nor decoded. Size limits and the raw-identifier screen
+(``node.identifiers.screen``) need their own rejection codes and live in validation.
+
+No field is free text. A report's attributes are typed fields from a closed schema per
+category; a case's purpose is one of ``PURPOSES``, and its written justification is a
+private detail (``node.details.records``) that only its salted commitment
+(``justification_commitment``) puts on the ledger.
 """
 
 from __future__ import annotations
@@ -20,15 +25,21 @@ from consensus.crypto import DIGEST_SIZE
 from node.identifiers.normalize import EntityType
 from node.identifiers.pseudonym import EntityRef
 
-CATEGORIES = (
-    "fraud_call",
-    "money_mule",
-    "phishing",
-    "sim_swap",
+# The report categories are defined with their attribute schema; re-exported here.
+from node.ledger.attributes import CATEGORIES as CATEGORIES
+from node.ledger.attributes import check_keys, check_together, parse
+
+# Why a case is opened, in the consortium's words; the reasons behind one case are its
+# justification, which stays off the ledger.
+PURPOSES = (
+    "telecom_fraud",
+    "money_laundering",
     "account_takeover",
-    "scam_transfer",
-    "suspicious_device",
-    "other",
+    "identity_theft",
+    "phishing",
+    "investment_scam",
+    "organised_crime",
+    "other_serious_crime",
 )
 RELATIONS = (
     "owns",
@@ -45,7 +56,6 @@ QUERY_KINDS = ("trace", "graph", "history", "psi")
 SUBJECT_QUERIES = ("trace", "graph", "history")
 
 _ENTITY_TYPES = tuple(t.value for t in EntityType)
-_ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_]*")
 # Case ids are chosen by people and typed into queries: keep them to one token.
 _CASE_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/-]*[A-Za-z0-9])?")
 
@@ -62,12 +72,14 @@ def _check_case_id(case_id: str) -> None:
 
 @dataclass(frozen=True)
 class Attribute:
+    """One typed field of a report: a key of the schema and its value in the one
+    spelling the key's type allows (``node.ledger.attributes``)."""
+
     key: str
     value: str
 
     def __post_init__(self) -> None:
-        if not _ATTRIBUTE_KEY.fullmatch(self.key):
-            raise ValueError("attribute keys are lower-case [a-z][a-z0-9_]*")
+        parse(self.key, self.value)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,9 @@ class Report:
         # One order per attribute set, so equal reports encode (and hash) equally.
         if any(a >= b for a, b in itertools.pairwise(keys)):
             raise ValueError("attribute keys must be unique and sorted")
+        check_keys(self.category, keys)
+        if len(keys) > 1:
+            check_together({a.key: parse(a.key, a.value) for a in self.attributes})
         if self.case_id is not None:
             _check_case_id(self.case_id)
         _check_commitment(self.details_commitment, "details_commitment")
@@ -117,12 +132,19 @@ class Link:
 
 @dataclass(frozen=True)
 class Case:
-    """An investigation: what may be queried, why, and until when."""
+    """An investigation: what may be queried, why, and until when.
+
+    ``purpose`` is one of ``PURPOSES``; the written justification is a private detail
+    sent to the approvers, and ``justification_commitment`` its salted commitment
+    (``node.details.records.commitment``), so an approver can check that what it read is
+    what the opener committed to.
+    """
 
     kind: ClassVar[str] = "case"
 
     case_id: str
     purpose: str
+    justification_commitment: bytes
     scope: tuple[EntityRef, ...]
     window_start_ms: int
     window_end_ms: int
@@ -130,8 +152,13 @@ class Case:
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
-        if not self.purpose.strip():
-            raise ValueError("purpose must not be empty: purpose limitation needs one")
+        if self.purpose not in PURPOSES:
+            raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
+        if len(self.justification_commitment) != DIGEST_SIZE:
+            raise ValueError(
+                f"justification_commitment must be {DIGEST_SIZE} bytes, "
+                f"got {len(self.justification_commitment)}"
+            )
         if not self.scope:
             raise ValueError("scope must name at least one entity")
         if len(set(self.scope)) != len(self.scope):

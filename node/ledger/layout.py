@@ -47,7 +47,11 @@ from consensus.crypto import DIGEST_SIZE, hash_bytes
 
 # 2: the ``cases`` index. A version 1 store lacks its entries, so it is refused rather
 # than silently missing every case committed before the upgrade.
-FORMAT_VERSION = 2
+# 3: no free text in bodies: report attributes typed by the schema of
+# ``node.ledger.attributes``, a case's purpose one of ``PURPOSES`` and its justification
+# committed to (``Case.justification_commitment``). Version 2 ledgers hold bodies this
+# build does not decode.
+FORMAT_VERSION = 3
 
 DB_BLOCKS = b"blocks"
 DB_TXPOS = b"txpos"

@@ -46,6 +46,7 @@ MAX_SKEW_MS = 5 * 60 * 1000
 MAX_ATTRIBUTES = 32
 MAX_SCOPE = 64
 MAX_STRING_CHARS = 256
+ATTRIBUTES_PATH = "report.attributes["
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,11 @@ def _check_body(tx: Transaction, body: Body, ctx: TxContext) -> None:
     if isinstance(body, PsiRun):
         _check_psi_run(tx, body, ctx, latest)
     for path, text in strings:
+        # Attributes are typed values of a closed schema (``node.ledger.attributes``),
+        # checked when the body decoded: they cannot hold free text. Every other string
+        # that remains on the ledger (case ids above all) is screened.
+        if path.startswith(ATTRIBUTES_PATH):
+            continue
         found = find_raw_identifier(text, structured=path.endswith(".case_id"))
         if found is not None:
             raise TxRejected(

@@ -156,7 +156,7 @@ def _sign_chunk(home: str, first: int, count: int) -> list[bytes]:
         body = Report(
             subject=EntityRef("device", pseudonym(secret, "device", _mac(i))),
             category="suspicious_device",
-            attributes=(Attribute("source", "bench"),),
+            attributes=(Attribute("source", "automated_detection"),),
             case_id=None,
             observed_ms=now,
             details_commitment=None,

@@ -1,7 +1,9 @@
 """The investigation half of ``crosstrace demo``: six partners report what each saw of
 a telecom-fraud ring (``node.ops.scenario``), the police open a case on one caller's
-number, three partners approve it, and a trace and a link graph under the case show
-the ring, each query leaving its access record on the ledger first.
+number (purpose ``telecom_fraud`` on the ledger, the written justification sent to the
+approvers only), three partners read the justification, check it against the ledger's
+commitment and approve the case, and a trace and a link graph under the case show the
+ring, each query leaving its access record on the ledger first.
 
 Everything goes through the members' own local APIs, as operators would: each
 partner's records are signed with its own key and submitted to its own node. The story
@@ -27,7 +29,18 @@ from node.ledger.authoring import Author, load_author
 from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring
 
 CASE_ID = "RING-2026-001"
-CASE_PURPOSE = "telecom fraud: calls to victims, transfers through mule accounts"
+CASE_PURPOSE = "telecom_fraud"
+# Private: the approvers read it, the ledger holds a salted commitment to it.
+CASE_JUSTIFICATION = (
+    "Fourteen complaints to Telecom A and two victim statements to the police name this "
+    "number. Callers posing as police officers told the victims their savings were "
+    "evidence in a money-laundering case and had them move the money to a 'safe "
+    "account'; one victim transferred 48,000 CNY, which left that account within days. "
+    "We ask to trace the number and what it links to, to find the accounts the money "
+    "went through and the people behind the calls."
+)
+# How long an approver waits for the justification to reach its node.
+JUSTIFICATION_WAIT_S = 15.0
 MARKER = "scenario.json"
 GRAPH_DEPTH = 3
 
@@ -116,10 +129,14 @@ def _open_case(team: Sequence[Partner], say: Say) -> Partner:
             )
         now = int(time.time() * 1000)
         if case is None:
-            say(f"\n{police.name} opens case {CASE_ID} on {CALLER[1]} ({CASE_PURPOSE})")
+            say(
+                f"\n{police.name} opens case {CASE_ID} on {CALLER[1]} for {CASE_PURPOSE}; "
+                "its written justification goes to the approvers only"
+            )
             client.open_case(
                 CASE_ID,
                 CASE_PURPOSE,
+                CASE_JUSTIFICATION,
                 [f"{CALLER[0]}:{CALLER[1]}"],
                 (now - (DAYS + 1) * DAY_MS, now),
                 now + DAYS * DAY_MS,
@@ -131,6 +148,7 @@ def _open_case(team: Sequence[Partner], say: Say) -> Partner:
     ][: max(0, needed - len(already))]
     for partner in approvers:
         with TracingClient(partner.url) as client:
+            _read_justification(partner, client, say)
             _, answer = client.approve(CASE_ID)
         state = (answer.get("case") or {}).get("state", "pending")
         say(f"  {partner.name:<12} approves: case {state}")
@@ -139,6 +157,27 @@ def _open_case(team: Sequence[Partner], say: Say) -> Partner:
     if state != "active":
         raise DemoError(f"case {CASE_ID} is {state} after {len(approvers)} approvals")
     return police
+
+
+def _read_justification(partner: Partner, client: TracingClient, say: Say) -> None:
+    """What an approver does first: read why the case is opened, as its own node holds
+    it, checked against the commitment on the ledger."""
+    deadline = time.monotonic() + JUSTIFICATION_WAIT_S
+    shown = client.case(CASE_ID)["justification"]
+    while shown["status"] != "held" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        shown = client.case(CASE_ID)["justification"]
+    if shown["status"] != "held":
+        raise DemoError(
+            f"{partner.name} holds no justification for case {CASE_ID} after "
+            f"{JUSTIFICATION_WAIT_S:g} s: {shown['status']}: {shown['message']}"
+        )
+    if not shown["matches_commitment"]:
+        raise DemoError(f"{partner.name}: the justification does not match the ledger")
+    say(
+        f"  {partner.name:<12} reads the justification ({len(shown['text'])} characters, from "
+        f"{shown['sender']}): it matches the commitment on the ledger"
+    )
 
 
 def _needed(police: Partner) -> int:

@@ -10,6 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from node.client.http import ApiClient, api_url_of_home
+from node.details.records import (
+    case_recipients,
+    commitment,
+    encode_details,
+    justification_details,
+    new_salt,
+)
 from node.ledger.authoring import load_author
 from node.ledger.kinds import Approve, Case
 from node.ledger.transactions import tx_id
@@ -58,9 +65,23 @@ def open_case(
     author = load_author(homes[opener])
     now = int(time.time() * 1000)
     scope = (author.entity("phone", "+86 138 0013 8000"),)
-    body = Case(case_id, "PSI between members", scope, now - DAY_MS, now, now + 30 * DAY_MS)
+    justification = justification_details("Members compare their lists of suspect numbers.")
+    salt = new_salt()
+    promise = commitment(salt, encode_details(justification))
+    body = Case(case_id, "telecom_fraud", promise, scope, now - DAY_MS, now, now + 30 * DAY_MS)
     case_tx = author.sign(body)
-    _submit(homes[opener], case_tx, timeout_s)
+    # With its justification, which the opener's node keeps and sends to the approvers.
+    with ApiClient(api_url_of_home(homes[opener]), timeout_s=timeout_s) as client:
+        code, answer = client.submit_details(
+            case_tx,
+            salt,
+            justification.as_dict(),
+            case_recipients(author.genesis, author.member),
+            wait=True,
+            timeout_s=min(timeout_s, 60.0),
+        )
+    if code != 200 or not all(row.get("committed") for row in answer["results"]):
+        raise SetupError(f"{homes[opener].name}: the case did not commit: HTTP {code} {answer}")
     for member in approvers:
         approval = load_author(homes[member]).sign(Approve(case_id, tx_id(case_tx)))
         _submit(homes[member], approval, timeout_s)

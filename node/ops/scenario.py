@@ -14,17 +14,25 @@ A trace of the first caller's number under an approved case shows what each part
 reported about it; the link graph from it reaches the handset, both mules and the
 customer behind the numbers: the ring.
 
+Each report carries what its partner counted, as typed attributes of its category's
+schema (``node.ledger.attributes``): complaints, calls and victims, an amount and its
+currency, how fast a mule withdrew, how many SIM cards a handset carried, where a
+sighting came from and when it was first and last seen. Nothing in them is free text.
+
 Observation times lie in the past ``DAYS`` days, so a case window of that span covers
-them. ``fraud_ring`` returns transactions signed by each institution's member, in the
-order they would have been reported.
+them (first sightings may lie a little further back). ``fraud_ring`` returns
+transactions signed by each institution's member, in the order they would have been
+reported.
 """
 
 from __future__ import annotations
 
+import datetime
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from node.ledger.attributes import attributes_of
 from node.ledger.authoring import Author
 from node.ledger.kinds import Attribute, Link, Report
 
@@ -56,19 +64,41 @@ class Record:
     other: tuple[str, str] | None = None
     attributes: tuple[tuple[str, str], ...] = ()
     days_ago: float = 0.0
+    # (first, last) sighting in days before now: the first_seen and last_seen dates.
+    seen_days_ago: tuple[int, int] | None = None
 
 
 STORY: tuple[Record, ...] = (
     Record(
-        "telecom:0", "report", CALLER, "fraud_call", attributes=(("complaints", "14"),), days_ago=27
+        "telecom:0",
+        "report",
+        CALLER,
+        "fraud_call",
+        attributes=(
+            ("calls", "212"),
+            ("channel", "voice"),
+            ("complaints", "14"),
+            ("confidence", "high"),
+            ("source", "customer_complaint"),
+            ("victims", "9"),
+        ),
+        days_ago=27,
+        seen_days_ago=(34, 27),
     ),
     Record(
         "telecom:0",
         "report",
         CALLER_2,
         "fraud_call",
-        attributes=(("complaints", "9"),),
+        attributes=(
+            ("calls", "143"),
+            ("channel", "voice"),
+            ("complaints", "9"),
+            ("confidence", "medium"),
+            ("source", "customer_complaint"),
+        ),
         days_ago=26,
+        seen_days_ago=(31, 26),
     ),
     Record("telecom:0", "link", CALLER, "called", VICTIMS[0], days_ago=21),
     Record("telecom:0", "link", CALLER, "called", VICTIMS[1], days_ago=20),
@@ -77,7 +107,12 @@ STORY: tuple[Record, ...] = (
         "report",
         CALLER,
         "fraud_call",
-        attributes=(("source", "victim_statement"),),
+        attributes=(
+            ("channel", "voice"),
+            ("confidence", "high"),
+            ("source", "victim_statement"),
+            ("victims", "2"),
+        ),
         days_ago=20,
     ),
     Record("police", "link", CALLER_2, "called", VICTIMS[1], days_ago=19),
@@ -87,8 +122,15 @@ STORY: tuple[Record, ...] = (
         "report",
         MULE_1,
         "scam_transfer",
-        attributes=(("amount_cny", "48000"),),
+        attributes=(
+            ("amount", "48000 CNY"),
+            ("channel", "app"),
+            ("scam_type", "police_impersonation"),
+            ("source", "customer_complaint"),
+            ("transfers", "3"),
+        ),
         days_ago=20,
+        seen_days_ago=(21, 20),
     ),
     Record("bank:0", "link", MULE_1, "registered_with", MULE_PHONE, days_ago=19),
     Record("bank:1", "link", MULE_1, "transferred_to", MULE_2, days_ago=19),
@@ -97,11 +139,30 @@ STORY: tuple[Record, ...] = (
         "report",
         MULE_2,
         "money_mule",
-        attributes=(("withdrawn_within_h", "2"),),
+        attributes=(
+            ("amount", "46500 CNY"),
+            ("channel", "atm"),
+            ("confidence", "high"),
+            ("source", "internal_monitoring"),
+            ("transfers", "4"),
+            ("withdrawn_within_hours", "2"),
+        ),
         days_ago=18,
     ),
     Record("bank:1", "link", MULE_2, "logged_in_from", HANDSET, days_ago=18),
-    Record("telecom:1", "report", CALLER_2, "sim_swap", days_ago=17),
+    Record(
+        "telecom:1",
+        "report",
+        CALLER_2,
+        "sim_swap",
+        attributes=(
+            ("confidence", "medium"),
+            ("sims_seen", "2"),
+            ("source", "internal_monitoring"),
+            ("swap_channel", "retail_store"),
+        ),
+        days_ago=17,
+    ),
     Record("telecom:1", "link", HANDSET, "uses", CALLER_2, days_ago=17),
     Record("telecom:1", "link", HANDSET, "uses", CALLER, days_ago=16),
     Record(
@@ -109,8 +170,13 @@ STORY: tuple[Record, ...] = (
         "report",
         HANDSET,
         "suspicious_device",
-        attributes=(("sims_seen", "6"),),
+        attributes=(
+            ("confidence", "high"),
+            ("sims_seen", "6"),
+            ("source", "automated_detection"),
+        ),
         days_ago=16,
+        seen_days_ago=(29, 16),
     ),
     Record("utility", "link", CUSTOMER, "registered_with", CALLER, days_ago=12),
     Record("utility", "link", CUSTOMER, "registered_with", MULE_PHONE, days_ago=12),
@@ -153,10 +219,16 @@ def fraud_ring(
         observed = now_ms - int(record.days_ago * DAY_MS) + jitter.randrange(3_600_000)
         body: Report | Link
         if record.kind == "report":
+            pairs = list(record.attributes)
+            if record.seen_days_ago is not None:
+                first, last = record.seen_days_ago
+                pairs += [("first_seen", _day(now_ms, first)), ("last_seen", _day(now_ms, last))]
             body = Report(
                 subject=author.entity(*record.subject),
                 category=record.category_or_relation,
-                attributes=tuple(Attribute(k, v) for k, v in sorted(record.attributes)),
+                attributes=tuple(
+                    Attribute(k, v) for k, v in attributes_of(record.category_or_relation, pairs)
+                ),
                 case_id=None,
                 observed_ms=observed,
                 details_commitment=None,
@@ -172,3 +244,9 @@ def fraud_ring(
             )
         out.append((member, author.sign(body)))
     return out
+
+
+def _day(now_ms: int, days_ago: int) -> str:
+    """The UTC date ``days_ago`` days before ``now_ms``, as a date attribute is spelt."""
+    when = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC)
+    return (when.date() - datetime.timedelta(days=days_ago)).isoformat()

@@ -5,7 +5,7 @@ restarted from their directories mid-run."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,16 +38,20 @@ def local_genesis(
     chain_id: str = "local",
     consensus: GenesisConsensus | None = None,
     base_port: int = 26600,
+    roles: Mapping[int, Sequence[str]] | None = None,
 ) -> tuple[Genesis, list[Signer]]:
+    """``roles`` replaces the local layout's roles of the members it names (a member
+    that approves no cases, say)."""
     signers = [local_signer(chain_id, i) for i in range(n)]
     members = []
     for i, signer in enumerate(signers):
-        institution, roles = local_member_layout(i)
+        institution, layout_roles = local_member_layout(i)
+        member_roles = tuple((roles or {}).get(i, layout_roles))
         members.append(
             Member(
                 name=f"{institution}-{i}",
                 institution=institution,
-                roles=roles,
+                roles=member_roles,
                 public_key=signer.public_key,
                 address=f"127.0.0.1:{base_port + i}",
             )

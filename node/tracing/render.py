@@ -90,7 +90,12 @@ def body_json(body: Body) -> Json:
                 "has_evidence": body.evidence_commitment is not None,
             }
         case Case():
-            return {"case_id": body.case_id, "purpose": body.purpose, **_case_terms(body)}
+            return {
+                "case_id": body.case_id,
+                "purpose": body.purpose,
+                "justification_commitment": body.justification_commitment.hex(),
+                **_case_terms(body),
+            }
         case Approve() | Close():
             return {"case_id": body.case_id, "case_tx": body.case_tx.hex()}
         case Access():

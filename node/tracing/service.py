@@ -4,7 +4,11 @@
 then kept current by a hook the runtime calls on the event loop after each group of
 blocks is stored) and acts as the node's member: it signs ``case``, ``approve``,
 ``close`` and ``access`` transactions with the node key and submits them through the
-runtime like any client.
+runtime like any client. A case carries its purpose as one of ``PURPOSES`` and only a
+commitment to its written justification; the caller (``node.api.tracing``) makes the
+commitment and passes ``open_case`` a ``submit`` that keeps and shares the
+justification with the case transaction (``node.details``, a sibling this package does
+not import).
 
 A query (``answer``) runs in this order, so nobody learns anything without leaving a
 trace:
@@ -28,7 +32,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -36,7 +40,8 @@ from typing import Any, Generic, TypeVar
 import trio
 
 from consensus.codec import MAX_UINT
-from node.host.runtime import NodeRuntime
+from consensus.crypto import DIGEST_SIZE
+from node.host.runtime import NodeRuntime, SubmitResult
 from node.identifiers.normalize import EntityType, NormalizationError
 from node.identifiers.pseudonym import EntityRef, PseudonymKey
 from node.identifiers.screen import find_raw_identifier
@@ -48,7 +53,7 @@ from node.ledger.cases import (
     CaseState,
     CaseStatus,
 )
-from node.ledger.kinds import KIND_ROLES, Access, Approve, Body, Case, Close
+from node.ledger.kinds import KIND_ROLES, PURPOSES, Access, Approve, Body, Case, Close
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS, encode_tx, make_tx
 from node.refusals import Conflict, Forbidden, Invalid, NotFound, Rejected, Unavailable
@@ -58,6 +63,8 @@ from node.tracing.queries import Grant, Refusal, RefusalCode, TimeWindow, Tracer
 ENTITY_TYPES = tuple(t.value for t in EntityType)
 DEFAULT_COMMIT_TIMEOUT_S = 10.0
 R = TypeVar("R")
+# Submits a signed transaction (and whatever goes with it) in the runtime's place.
+Submit = Callable[[bytes], Awaitable[SubmitResult]]
 log = logging.getLogger("crosstrace.tracing")
 
 
@@ -103,6 +110,17 @@ def case_id_problem(case_id: object) -> str | None:
     if find_raw_identifier(case_id, structured=True) is not None:
         return "case_id seems to contain a raw identifier; case ids must not"
     return None
+
+
+def check_purpose(purpose: object) -> str:
+    """A case's purpose: one of ``PURPOSES`` (the reasons go in its justification)."""
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
+        raise Invalid(
+            "bad_purpose",
+            f"purpose must be one of {', '.join(PURPOSES)}; the reasons for the case go in "
+            "its justification, which only the approvers receive",
+        )
+    return purpose
 
 
 def check_case_id(case_id: object) -> str:
@@ -251,12 +269,21 @@ class TracingService:
         self,
         case_id: str,
         purpose: str,
+        justification_commitment: bytes,
         scope: Sequence[object],
         window: TimeWindow,
         expires_ms: int,
+        *,
+        submit: Submit | None = None,
     ) -> Committed:
+        """Sign and submit a case transaction once every check passed; ``submit`` (by
+        default the runtime's) is called with the signed transaction only then, so the
+        caller keeps the justification's details of a case that goes to consensus only."""
         self._require_role(OPENER_ROLE, "opening a case")
         check_case_id(case_id)
+        check_purpose(purpose)
+        if len(justification_commitment) != DIGEST_SIZE:
+            raise Invalid("bad_request", f"justification_commitment must be {DIGEST_SIZE} bytes")
         taken = self.registry.case(case_id)
         if taken is not None:
             raise Conflict(
@@ -278,10 +305,18 @@ class TracingService:
         if expires_ms <= now:
             raise Invalid("bad_expiry", "expires_ms must be in the future")
         try:
-            body = Case(case_id, purpose, tuple(refs), window.start_ms, window.end_ms, expires_ms)
+            body = Case(
+                case_id,
+                purpose,
+                justification_commitment,
+                tuple(refs),
+                window.start_ms,
+                window.end_ms,
+                expires_ms,
+            )
         except ValueError as exc:
             raise Invalid("bad_request", str(exc)) from None
-        return await self._submit(body, now)
+        return await self._submit(body, now, submit)
 
     async def approve(self, case_id: str) -> Committed:
         self._require_role(APPROVER_ROLE, "approving a case")
@@ -376,12 +411,17 @@ class TracingService:
         )
         return encode_tx(tx)
 
-    async def _submit(self, body: Body, now_ms: int) -> Committed:
-        """Sign ``body``, submit it and wait up to ``commit_timeout_s`` for the commit."""
-        [result] = await self.runtime.submit_batch([self.sign(body, now_ms)])
+    async def _submit(self, body: Body, now_ms: int, submit: Submit | None = None) -> Committed:
+        """Sign ``body``, submit it (through ``submit`` if given) and wait up to
+        ``commit_timeout_s`` for the commit."""
+        tx = self.sign(body, now_ms)
+        if submit is None:
+            [result] = await self.runtime.submit_batch([tx])
+        else:
+            result = await submit(tx)
         if not result.accepted:
             # Rejected for what is wrong with the transaction (a raw identifier in a
-            # purpose, say), unavailable for a node that cannot take it now (a full mempool).
+            # case id, say), unavailable for a node that cannot take it now (a full mempool).
             message = f"the node refused the {body.kind} transaction: {result.code}: "
             message += result.message
             if result.code in ("full", "member_quota", "too_large"):
