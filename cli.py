@@ -9,6 +9,7 @@ from node.commands.bench import bench
 from node.commands.cases import audit, case
 from node.commands.cluster import cluster, demo
 from node.commands.details import details
+from node.commands.disclosure import disclose, disclosure
 from node.commands.ledger import verify_ledger_command
 from node.commands.operator import peers, status, submit
 from node.commands.options import CONTEXT
@@ -18,6 +19,7 @@ from node.commands.run import start
 from node.commands.setup import genesis, init, testnet
 from node.commands.simulate import simulate
 from node.commands.tracing import graph, history, trace
+from node.commands.users import user
 
 
 @click.group(context_settings=CONTEXT)
@@ -50,6 +52,9 @@ for command in (
     psi,
     psi_answer_set,
     psi_runs,
+    disclose,
+    disclosure,
+    user,
 ):
     main.add_command(command)
 

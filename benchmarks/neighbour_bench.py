@@ -76,6 +76,14 @@ class Consortium:
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.api + i}"
 
+    def auth(self, i: int) -> dict[str, str]:
+        """Member i's local user's token (none in a checkout from before users): the
+        neighbour holds one, so the attacks reach past the token check."""
+        token = self.home(i) / "token"
+        if not token.exists():
+            return {}
+        return {"authorization": f"Bearer {token.read_text().strip()}"}
+
     def start(self) -> None:
         for i in range(4):
             log = (self.home(i) / "node.log").open("ab")
@@ -97,7 +105,8 @@ class Consortium:
             for i in range(4):
                 while True:
                     try:
-                        if client.get(f"{self.url(i)}/status").status_code == 200:
+                        answer = client.get(f"{self.url(i)}/status", headers=self.auth(i))
+                        if answer.status_code == 200:
                             break
                     except httpx.HTTPError:
                         pass
@@ -166,7 +175,7 @@ def phase_bodies(net: Consortium) -> None:
     pid = net.pid(0)
     before = rss_bytes(pid)
     with Honest(net) as honest, PeakMemory(pid) as peak:
-        statuses = concurrent_posts(f"{net.url(0)}/txs", body, 8)
+        statuses = concurrent_posts(f"{net.url(0)}/txs", body, 8, headers=net.auth(0))
     time.sleep(5)
     print(
         f"bodies: 8 x {len(body) / MIB:.1f} MiB POST /txs at once -> {sorted(map(str, statuses))}"
@@ -182,9 +191,11 @@ def phase_psi(net: Consortium) -> None:
     body = b"1\n" * (12 * MIB)
     pid = net.pid(2)
     url = f"{net.url(2)}/psi/runs?case=NO-SUCH-CASE&with=bank-1&type=phone"
-    with Honest(net) as honest, Probe(f"{net.url(2)}/status") as probe, PeakMemory(pid) as peak:
+    probe = Probe(f"{net.url(2)}/status", headers=net.auth(2))
+    with Honest(net) as honest, probe, PeakMemory(pid) as peak:
         started = time.monotonic()
-        status = concurrent_posts(url, body, 1, content_type="application/octet-stream")[0]
+        octets = "application/octet-stream"
+        status = concurrent_posts(url, body, 1, content_type=octets, headers=net.auth(2))[0]
         took = time.monotonic() - started
     print(
         f"psi: {len(body) / MIB:.0f} MiB of short lines, no valid case -> {status} in {took:.2f} s"
@@ -198,8 +209,9 @@ def phase_psi(net: Consortium) -> None:
 
 def phase_slow(net: Consortium, count: int, hold_s: float) -> None:
     pid = net.pid(0)
-    attack = SlowBodies("127.0.0.1", net.api, count, for_s=hold_s)
-    with Honest(net) as honest, Probe(f"{net.url(0)}/status", timeout_s=20) as probe:
+    attack = SlowBodies("127.0.0.1", net.api, count, for_s=hold_s, headers=net.auth(0))
+    probe = Probe(f"{net.url(0)}/status", timeout_s=20, headers=net.auth(0))
+    with Honest(net) as honest, probe:
         attack.start()
         time.sleep(min(hold_s, 10))
         fds = open_descriptors(pid)
@@ -214,7 +226,7 @@ def phase_slow(net: Consortium, count: int, hold_s: float) -> None:
         f"  node's open descriptors at 10 s: {fds}; honest GET /status: worst "
         f"{probe.worst_s * 1000:.0f} ms, {probe.answered} answered, {len(probe.failures)} failed"
     )
-    with httpx.Client(timeout=10, trust_env=False) as client:
+    with httpx.Client(timeout=10, trust_env=False, headers=net.auth(0)) as client:
         peers = client.get(f"{net.url(0)}/status").json()["peers"]
     print(f"  peers connected afterwards: {sum(bool(p['connected']) for p in peers)} of 3")
     print(f"  {honest.summary()}")

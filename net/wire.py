@@ -96,7 +96,57 @@ class PsiFrame:
             raise ValueError(f"body must be 1 to {MAX_PSI_BODY} bytes")
 
 
-Frame = Message | TxGossip | PrivateDetails | DetailsAck | PsiFrame
+# A disclosure request (``node.disclosure``) names its committed ``disclosure_request``
+# transaction; the answer carries the clear identifier to the requesting member only.
+DISCLOSURE_REQUEST_ID_SIZE = 16
+DISCLOSURE_OUTCOMES = ("allowed", "denied", "unknown", "outside_scope")
+MAX_DISCLOSED_IDENTIFIER = 256
+MAX_DISCLOSURE_REASON = 512
+
+
+@FRAMES.register(170)
+@dataclass(frozen=True)
+class DisclosureAsk:
+    """To a member that reported the entity: answer the request committed as
+    ``request_tx``. Re-sent by the requester until an answer arrives."""
+
+    request_id: bytes
+    request_tx: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.request_id) != DISCLOSURE_REQUEST_ID_SIZE:
+            raise ValueError(f"request_id must be {DISCLOSURE_REQUEST_ID_SIZE} bytes")
+        if len(self.request_tx) != TX_ID_SIZE:
+            raise ValueError(f"request_tx must be {TX_ID_SIZE} bytes")
+
+
+@FRAMES.register(171)
+@dataclass(frozen=True)
+class DisclosureReply:
+    """The answer, to the requesting member only: the identifier when ``allowed``, else
+    empty, with the reason for a refusal."""
+
+    request_id: bytes
+    outcome: str
+    identifier: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if len(self.request_id) != DISCLOSURE_REQUEST_ID_SIZE:
+            raise ValueError(f"request_id must be {DISCLOSURE_REQUEST_ID_SIZE} bytes")
+        if self.outcome not in DISCLOSURE_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(DISCLOSURE_OUTCOMES)}")
+        if (self.outcome == "allowed") != bool(self.identifier):
+            raise ValueError("an allowed answer carries the identifier, a refusal none")
+        if len(self.identifier) > MAX_DISCLOSED_IDENTIFIER:
+            raise ValueError(f"identifier is at most {MAX_DISCLOSED_IDENTIFIER} characters")
+        if len(self.reason) > MAX_DISCLOSURE_REASON:
+            raise ValueError(f"reason is at most {MAX_DISCLOSURE_REASON} characters")
+
+
+Frame = (
+    Message | TxGossip | PrivateDetails | DetailsAck | PsiFrame | DisclosureAsk | DisclosureReply
+)
 
 
 def encode_frame(frame: Frame) -> bytes:

@@ -10,7 +10,8 @@ enforces this.
 - ``node.setup``: keys, genesis, config, provisioning.
 - ``node.ledger``: transactions, the application, cases, the LMDB store, proofs.
 - ``node.host``: the runtime that hosts the replica, the mempool.
-- ``node.tracing``, ``node.details``, ``node.psi``: the features, side by side.
+- ``node.tracing``, ``node.details``, ``node.psi``, ``node.disclosure``: the features,
+  side by side.
 - ``node.api``: the local HTTP API, the only package that knows HTTP.
 - ``node.daemon`` (the composition root of a running node) and ``node.client``.
 - ``node.ops``: processes, ports, benchmark, demo.

@@ -28,6 +28,8 @@ from node.api.guard import GuardPolicy, allowed_names
 from node.api.server import serve_api
 from node.details.service import DAY_MS, PrivateDetailsService
 from node.details.store import PrivateStore
+from node.disclosure.service import DisclosureService
+from node.disclosure.store import DisclosureStore
 from node.host.assemble import build_runtime
 from node.host.mempool import Mempool
 from node.host.runtime import NodeRuntime
@@ -37,6 +39,7 @@ from node.psi.service import PsiService
 from node.setup.config import ConfigError, NodeConfig, load_config
 from node.setup.genesis import Genesis, GenesisError, load_genesis, split_host_port
 from node.setup.keys import KeyFileError, NodeKey, load_key
+from node.setup.users import UserStore
 from node.tracing.service import TracingService
 
 log = logging.getLogger("crosstrace.daemon")
@@ -220,11 +223,48 @@ async def _run_node(
     except PseudonymKeyError as exc:
         raise StartupError(str(exc)) from None
     psi = PsiService.from_config(runtime, store, genesis, config.psi)  # hooks the runtime too
+    # Kept identifiers live in an environment of their own too, never in the ledger's.
+    try:
+        disclosure_store = DisclosureStore.open(
+            config.node.data_dir / "disclosure", chain_id=genesis.chain_id, sync=config.storage.sync
+        )
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
+    disclosure = DisclosureService(
+        runtime,
+        store,
+        genesis,
+        disclosure_store,
+        key=tracing.pseudonym_key,
+        policy=config.disclosure.policy,
+        retention_ms=config.tracing.retention_days * DAY_MS,
+    )
+    try:
+        await _serve_node(
+            files, store, transport, runtime, details, tracing, psi, disclosure, task_status
+        )
+    finally:
+        disclosure_store.close()
+
+
+async def _serve_node(
+    files: NodeFiles,
+    store: LedgerStore,
+    transport: TcpTransport,
+    runtime: NodeRuntime,
+    details: PrivateDetailsService,
+    tracing: TracingService,
+    psi: PsiService,
+    disclosure: DisclosureService,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    config, genesis = files.config, files.genesis
     async with trio.open_nursery() as nursery:
         port = await nursery.start(transport.run)
         await nursery.start(runtime.run)
         await nursery.start(details.run)
         await nursery.start(psi.run)
+        await nursery.start(disclosure.run)
         api_host, api_port = split_host_port(config.api.listen, allow_port_zero=True)
         try:
             app = build_app(
@@ -234,10 +274,12 @@ async def _run_node(
                 details=details,
                 tracing=tracing,
                 psi=psi,
+                disclosure=disclosure,
                 guard=GuardPolicy(
                     allowed_names(api_host), body_deadline_s=config.api.body_timeout_s
                 ),
                 body_budget_bytes=config.api.body_budget_mib * MIB,
+                users=UserStore(files.config_path.parent),
             )
             api_port = await nursery.start(
                 partial(serve_api, max_connections=config.api.max_connections),

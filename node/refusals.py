@@ -36,6 +36,10 @@ class Invalid(Refusal):
     """Malformed: a value, field or parameter that cannot be what it claims to be."""
 
 
+class Unauthenticated(Refusal):
+    """No caller the node knows: no credential, or one that is unknown, revoked or expired."""
+
+
 class Forbidden(Refusal):
     """Well formed, but not allowed: a role this member lacks, a case that does not cover it."""
 
@@ -68,6 +72,7 @@ class Unavailable(Refusal):
 
 KINDS: tuple[type[Refusal], ...] = (
     Invalid,
+    Unauthenticated,
     Forbidden,
     NotFound,
     Conflict,

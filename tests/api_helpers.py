@@ -17,10 +17,34 @@ from starlette.applications import Starlette
 
 from node.api.app import build_app
 from node.ledger.transactions import decode_tx, encode_tx
+from node.setup.users import USER_ROLES, User, UserStore, make_user
 from node.testing.cluster import InProcessCluster
 
 OCTETS = {"content-type": "application/octet-stream"}
 ZERO_ID = "00" * 32
+
+
+def full_user(name: str = "tester") -> tuple[User, str]:
+    """A user with every role (a fixed store skips the genesis check), and its token:
+    the in-process tests drive the services' own refusals through it."""
+    return make_user(name, USER_ROLES)
+
+
+def users_with(*users: User) -> UserStore:
+    return UserStore.fixed(users)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def asgi_client(app: Starlette, token: str | None) -> httpx.AsyncClient:
+    """An httpx client of ``app`` in process, presenting ``token``."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://127.0.0.1",
+        headers=None if token is None else bearer(token),
+    )
 
 
 def now_ms() -> int:
@@ -35,9 +59,10 @@ async def api_on_cluster(
     cluster = make_cluster(tmp_path, transport=transport)
     async with trio.open_nursery() as nursery:
         await cluster.start(nursery)
+        user, token = full_user()
+        app_options.setdefault("users", users_with(user))
         app = build_app(cluster.runtime(0), cluster.store(0), cluster.genesis, **app_options)
-        asgi = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=asgi, base_url="http://127.0.0.1") as client:
+        async with asgi_client(app, token) as client:
             yield cluster, app, client
         await cluster.stop()
         nursery.cancel_scope.cancel()

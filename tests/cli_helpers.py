@@ -3,11 +3,14 @@ processes made with ``testnet`` for the command tests."""
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterable
 from pathlib import Path
 
+import httpx
 from click.testing import CliRunner, Result
 
 from cli import main
+from node.client.http import api_url_of_home
 from node.ops.ports import free_port_block
 
 
@@ -28,3 +31,26 @@ def error_line(result: Result) -> str:
     assert len(lines) == 1, result.output
     assert lines[0].startswith("Error: "), result.output
     return lines[0]
+
+
+def token_headers(home: Path) -> dict[str, str]:
+    """The ``Authorization`` header of the local user whose token ``testnet`` wrote in
+    ``home`` (every role the member may give, plus operator)."""
+    return {"authorization": f"Bearer {(home / 'token').read_text().strip()}"}
+
+
+class HomeTokens(httpx.Auth):
+    """httpx authentication for a consortium's members: each request to a member's API
+    carries the token ``testnet`` wrote in that member's home (found by host and port)."""
+
+    def __init__(self, homes: Iterable[Path]) -> None:
+        self.tokens: dict[str, str] = {}
+        for home in homes:
+            url = httpx.URL(api_url_of_home(home))  # also lets ApiClient find the token
+            self.tokens[f"{url.host}:{url.port}"] = (home / "token").read_text().strip()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.tokens.get(f"{request.url.host}:{request.url.port}")
+        if token is not None:
+            request.headers["authorization"] = f"Bearer {token}"
+        yield request

@@ -2,7 +2,7 @@
 imports inside functions included), so a violation is found without importing anything.
 
 ``cli.py -> node.commands -> node.testing -> node.ops -> {node.daemon, node.client} ->
-node.api -> {node.tracing, node.details, node.psi} -> node.host -> node.ledger ->
+node.api -> {node.tracing, node.details, node.psi, node.disclosure} -> node.host -> node.ledger ->
 node.setup -> node.identifiers -> node.refusals``, and below all of ``node``: ``net``,
 then ``consensus``. A module may import its own package and any layer below its own;
 packages that share a layer (the features; the daemon and the client) never import
@@ -23,7 +23,7 @@ NODE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("setup",),
     ("ledger",),
     ("host",),
-    ("tracing", "details", "psi"),
+    ("tracing", "details", "psi", "disclosure"),
     ("api",),
     ("daemon", "client"),
     ("ops",),

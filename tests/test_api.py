@@ -267,15 +267,20 @@ async def test_oversize_bodies_are_refused_before_they_are_read(tmp_path: Path) 
         async with api_on_cluster(tmp_path, max_body_bytes=4096) as (cluster, app, client):
             declared = await client.post("/txs", content=b"\0" * 5000, headers=OCTETS)
             assert_error(declared, 413, "body_too_large")
+            auth = {"authorization": client.headers["authorization"]}
 
             # No Content-Length (chunked): refused while streaming, once past the limit.
             chunks = [b"\0" * 1024] * 1000
-            status, body, pulled = await asgi_post(app, OCTETS, chunks)
+            status, body, pulled = await asgi_post(app, auth | OCTETS, chunks)
             assert (status, body["error"]) == (413, "body_too_large")
             assert pulled == 5  # 5 KiB: the first chunk past 4 KiB
-            status, body, pulled = await asgi_post(app, OCTETS | {"content-length": "5x"}, chunks)
+            status, body, pulled = await asgi_post(
+                app, auth | OCTETS | {"content-length": "5x"}, chunks
+            )
             assert (status, body["error"], pulled) == (400, "bad_request", 0)
-            status, body, pulled = await asgi_post(app, OCTETS | {"content-length": "4097"}, chunks)
+            status, body, pulled = await asgi_post(
+                app, auth | OCTETS | {"content-length": "4097"}, chunks
+            )
             assert (status, body["error"], pulled) == (413, "body_too_large", 0)
 
             big_json = {"txs": ["00" * 100] * 30}
@@ -332,7 +337,9 @@ async def test_a_broken_store_answers_500_in_the_same_error_shape(
             monkeypatch.setattr(cluster.store(0), "block", broken)
             # Starlette re-raises after answering (for the server's log); keep the answer.
             asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=asgi, base_url="http://127.0.0.1") as client:
+            async with httpx.AsyncClient(
+                transport=asgi, base_url="http://127.0.0.1", headers=_client.headers
+            ) as client:
                 assert_error(await client.get("/blocks/1"), 500, "internal")
                 assert (await client.get("/status")).status_code == 200
 
@@ -503,7 +510,9 @@ async def test_a_real_hypercorn_server_on_port_0_over_tcp_peers(tmp_path: Path) 
                 assert port > 0
                 base = f"http://127.0.0.1:{port}"
                 # trust_env=False: a proxy from the environment must not see loopback traffic.
-                async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
+                async with httpx.AsyncClient(
+                    base_url=base, trust_env=False, headers=_client.headers
+                ) as client:
                     while True:  # the TCP transport connects in the background
                         status = (await client.get("/status")).json()
                         if all(p["connected"] for p in status["peers"]):
@@ -546,13 +555,14 @@ async def test_serve_api_stops_when_cancelled_and_frees_its_port(tmp_path: Path)
     with trio.fail_after(30):
         async with api_on_cluster(tmp_path) as (_cluster, app, _client):
             with trio.CancelScope() as scope:
+                # /healthz needs no token.
                 async with trio.open_nursery() as nursery:
                     first = await nursery.start(serve_api, app, "127.0.0.1", 0)
                     second = await nursery.start(serve_api, app, "127.0.0.1", 0)
                     assert first != second
                     async with httpx.AsyncClient(trust_env=False) as client:
                         for port in (first, second):
-                            response = await client.get(f"http://127.0.0.1:{port}/status")
+                            response = await client.get(f"http://127.0.0.1:{port}/healthz")
                             assert response.status_code == 200
                     scope.cancel()
             assert scope.cancelled_caught

@@ -8,6 +8,8 @@ background thread; the ledger holds an active case, so the requests the document
 examples describe are answered (200), not only refused. The document is the one that
 app generates from its models and serves (``app.openapi()``, ``GET /openapi.json``), so
 the schema is loaded from a fixture, once the app exists; each operation is a subtest.
+Every request carries the bearer token of a user with every role (the document lists
+``bearerAuth`` and the 401 and 403 answers of each operation).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 import pytest
 import schemathesis
 import trio
+from api_helpers import bearer, users_with
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -37,6 +40,8 @@ from tracing_api_helpers import ACCOUNT, DAY, PHONE, now_ms, tracing_cluster
 from node.api.app import build_app
 from node.api.models_tracing import EXAMPLE_CASE_ID, EXAMPLE_ENTITY
 from node.api.server import serve_api
+from node.disclosure.service import DisclosureService
+from node.disclosure.store import DisclosureStore
 from node.psi.service import PsiService
 
 # Bounded so the whole module stays well under a minute on two busy cores.
@@ -59,6 +64,7 @@ class ServedConsortium:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.url = ""
+        self.token = ""
         self.document: dict[str, Any] = {}
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -98,6 +104,17 @@ class ServedConsortium:
             await tc.approve(EXAMPLE_CASE_ID)
             cluster = tc.cluster
             psi = PsiService(cluster.runtime(0), cluster.store(0), cluster.genesis, workers=1)
+            disclosure_store = DisclosureStore.open(
+                self.directory / "disclosure", chain_id=cluster.genesis.chain_id
+            )
+            disclosure = DisclosureService(
+                cluster.runtime(0),
+                cluster.store(0),
+                cluster.genesis,
+                disclosure_store,
+                key=tc.services[0].pseudonym_key,
+                retention_ms=DAY,
+            )
             app = build_app(
                 cluster.runtime(0),
                 cluster.store(0),
@@ -105,17 +122,22 @@ class ServedConsortium:
                 tracing=tc.services[0],
                 details=cluster.details(0),
                 psi=psi,
+                disclosure=disclosure,
+                users=users_with(tc.users[0]),
             )
+            self.token = tc.tokens[0]
             self.document = app.openapi()
             self._stop = trio.Event()
             self._token = trio.lowlevel.current_trio_token()
             async with trio.open_nursery() as nursery:
                 await nursery.start(psi.run)
+                await nursery.start(disclosure.run)
                 port = await nursery.start(serve_api, app, "127.0.0.1", 0)
                 self.url = f"http://127.0.0.1:{port}"
                 self._ready.set()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
+            disclosure_store.close()
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +149,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedConsortiu
 @pytest.fixture(scope="module")
 def api_url(served: ServedConsortium) -> str:
     return served.url
+
+
+@pytest.fixture(scope="module")
+def api_token(served: ServedConsortium) -> str:
+    return served.token
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +172,19 @@ def test_the_fuzzed_document_is_the_one_the_api_serves(served: ServedConsortium)
     served_document = httpx.get(f"{served.url}/openapi.json", trust_env=False).json()
     assert served_document == served.document
     assert "/trace" in served.document["paths"] and "/txs" in served.document["paths"]
+    schemes = served.document["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schemes["bearerAuth"]["description"],
+    }
+    for path, item in served.document["paths"].items():
+        for method, operation in item.items():
+            if path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+                assert operation["security"] == [], path
+                continue
+            assert operation["security"] == [{"bearerAuth": []}], (method, path)
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
 
 
 @pytest.fixture(autouse=True)
@@ -162,6 +202,8 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @SCHEMA.parametrize()
-def test_the_api_keeps_to_its_openapi_document(case: schemathesis.Case, api_url: str) -> None:
-    response = case.call(base_url=api_url, timeout=30)
+def test_the_api_keeps_to_its_openapi_document(
+    case: schemathesis.Case, api_url: str, api_token: str
+) -> None:
+    response = case.call(base_url=api_url, timeout=30, headers=bearer(api_token))
     case.validate_response(response, checks=CHECKS)

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from api_helpers import asgi_client, users_with
 from tracing_api_helpers import (
     ACCOUNT,
     DAY,
@@ -384,10 +385,9 @@ async def test_case_changes_refused_with_their_reasons(tmp_path: Path) -> None:
                 tc.cluster.store(0),
                 tc.cluster.genesis,
                 tracing=tc.services[0],
+                users=users_with(tc.users[0]),
             )
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=plain), base_url="http://127.0.0.1"
-            ) as client:
+            async with asgi_client(plain, tc.tokens[0]) as client:
                 other = body | {"case_id": "HZ-11"}
                 assert error(await client.post("/cases", json=other), 503, "unavailable") == (
                     "this node keeps no private details, so it cannot keep and share a case's "
@@ -507,7 +507,7 @@ async def test_a_free_text_purpose_cannot_reach_the_ledger_by_any_path(tmp_path:
                     "bad_body",
                     f"case body: Case: purpose must be one of {', '.join(PURPOSES)}",
                 ),
-                (False, "bad_body", "case body: Case: Case has 7 fields, got 6"),
+                (False, "bad_body", "case body: Case: Case has 8 fields, got 7"),
             ]
             # As the justification it is what it should be: off the ledger, for approvers.
             await tc.open_case("HZ-FREE", [PHONE], justification=FREE_TEXT)
@@ -644,7 +644,8 @@ async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Pa
     with trio.fail_after(60):
         async with tracing_cluster(tmp_path) as tc:
             cluster = tc.cluster
-            bare = build_app(cluster.runtime(0), cluster.store(0), cluster.genesis)
+            users = users_with(tc.users[0])
+            bare = build_app(cluster.runtime(0), cluster.store(0), cluster.genesis, users=users)
             keyless = TracingService.attach(
                 cluster.runtime(1),
                 cluster.store(1),
@@ -654,14 +655,15 @@ async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Pa
             )
             apps = [
                 bare,
-                build_app(cluster.runtime(1), cluster.store(1), cluster.genesis, tracing=keyless),
+                build_app(
+                    cluster.runtime(1),
+                    cluster.store(1),
+                    cluster.genesis,
+                    tracing=keyless,
+                    users=users,
+                ),
             ]
-            bare_client, keyless_client = (
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
-                )
-                for app in apps
-            )
+            bare_client, keyless_client = (asgi_client(app, tc.tokens[0]) for app in apps)
             async with bare_client, keyless_client:
                 for method, path in [("GET", "/cases"), ("POST", "/trace"), ("GET", "/audit")]:
                     message = error(

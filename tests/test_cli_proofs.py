@@ -186,6 +186,9 @@ async def test_proof_fetches_over_http_then_verify_proof_accepts_the_file(
                     partial(serve_api, app, "127.0.0.1", 0, shutdown=shutdown)
                 )
                 url = f"http://127.0.0.1:{port}"
+                # With --url, the command takes its token from CROSSTRACE_TOKEN.
+                token = client.headers["authorization"].removeprefix("Bearer ")
+                monkeypatch.setenv("CROSSTRACE_TOKEN", token)
                 # The command is synchronous (httpx.Client): it runs in a thread while
                 # this trio loop serves its requests.
                 fetched = await trio.to_thread.run_sync(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import token_headers
 from click.testing import CliRunner
 from metrics_helpers import sample_value
 
@@ -96,13 +97,18 @@ def test_four_daemons_commit_through_the_api_and_stop_cleanly_on_sigterm(
         txs = signed_reports(net / "node1", 50)
         with httpx.Client(timeout=30) as client:
             answer = client.post(
-                f"http://127.0.0.1:{api_base}/txs?wait=true&timeout=20", json={"txs": txs}
+                f"http://127.0.0.1:{api_base}/txs?wait=true&timeout=20",
+                json={"txs": txs},
+                headers=token_headers(net / "node0"),
             )
             assert answer.status_code == 200, answer.text
             heights = []
             for i in range(4):
                 for _ in range(200):
-                    status = client.get(f"http://127.0.0.1:{api_base + i}/status").json()
+                    status = client.get(
+                        f"http://127.0.0.1:{api_base + i}/status",
+                        headers=token_headers(net / f"node{i}"),
+                    ).json()
                     if status["height"] >= 1:
                         break
                     time.sleep(0.05)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import trio
+from cli_helpers import HomeTokens
 from fault_proxy import FaultProxy
 
 from node.ledger.authoring import Author, load_author
@@ -88,7 +89,11 @@ class Consortium:
         # Idle connections are dropped well before Hypercorn's keep-alive timeout (5 s):
         # with httpx's default expiry, also 5 s, a reused connection can meet the
         # server's close and the request fails with a connection reset.
-        self.http = httpx.AsyncClient(timeout=10, limits=httpx.Limits(keepalive_expiry=1.0))
+        self.http = httpx.AsyncClient(
+            timeout=10,
+            limits=httpx.Limits(keepalive_expiry=1.0),
+            auth=HomeTokens(m.home for m in self.members),
+        )
         self._next_tx = 0
 
     # ---- processes

@@ -35,6 +35,7 @@ from functools import partial
 
 import httpx
 import pytest
+from cli_helpers import HomeTokens
 from e2e_cluster import (
     BYZANTINE,
     COMMIT_WAIT_S,
@@ -98,7 +99,7 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
     seed = load_key(homes[BYZANTINE] / "node_key.json", None).seed
     pids: dict[int, int] = {}
     member3 = Member3(seed, genesis, base + BYZANTINE)
-    http = httpx.Client(timeout=10)
+    http = httpx.Client(timeout=10, auth=HomeTokens(homes))
     load: Load | None = None
     try:
         for i in HONEST:
@@ -471,6 +472,7 @@ def test_after_all_that_member_3_joins_as_a_process_and_all_four_agree(
     assert old_listen in config.read_text()
     config.write_text(config.read_text().replace(old_listen, f'listen = "{LOCAL}:{api_port}"'))
     c.api_urls[BYZANTINE] = f"http://{LOCAL}:{api_port}"
+    c.http.auth = HomeTokens(c.homes)  # member 3's token, at its new port
     # The real member 3 takes over its p2p address from the test's stand-in.
     c.member3.stop()
     c.pids[BYZANTINE] = spawn(NodeProcess(c.homes[BYZANTINE]))

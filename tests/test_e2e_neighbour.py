@@ -1,7 +1,11 @@
 """A hostile neighbour on a member's host, against a local consortium of real node
 processes (``node.testing.neighbour``): every attack of the report is refused within
 its bound while honest traffic keeps committing. ``benchmarks/neighbour_bench.py``
-runs the same attacks at full size and prints the figures."""
+runs the same attacks at full size and prints the figures.
+
+The neighbour here holds a member's token (a stolen one, or an insider's): without one
+every request is refused before its body is read (``tests/test_users.py``), so the
+bounds below are what is left to a caller the node lets in."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import make_net, run
+from cli_helpers import make_net, run, token_headers
 
 from node.ledger.authoring import load_author
 from node.ops import processes
@@ -60,7 +64,7 @@ def commit_honestly(net: Path, api: int, first: int) -> None:
     """Two signed reports through member 1, committed within 20 s."""
     author = load_author(net / "node1")
     txs = [tx.hex() for tx in author.sample_reports(2, first)]
-    with httpx.Client(timeout=30, trust_env=False) as client:
+    with httpx.Client(timeout=30, trust_env=False, headers=token_headers(net / "node1")) as client:
         answer = client.post(
             f"http://127.0.0.1:{api + 1}/txs?wait=true&timeout=20", json={"txs": txs}
         )
@@ -77,7 +81,9 @@ def test_large_bodies_at_once_share_one_budget_and_memory_comes_back(
     before = rss_bytes(pid)
     body = json_junk_body(31 * MIB)
     with PeakMemory(pid) as peak:
-        statuses = concurrent_posts(f"http://127.0.0.1:{api}/txs", body, 8)
+        statuses = concurrent_posts(
+            f"http://127.0.0.1:{api}/txs", body, 8, headers=token_headers(net / "node0")
+        )
     # Each body parses and each of its transactions is refused (422), or the body is
     # refused for the budget (503): nothing else, and never all of them let in at once.
     assert set(statuses) <= {422, 503}, statuses
@@ -98,9 +104,15 @@ def test_a_psi_flood_without_a_case_is_refused_before_it_is_read(
     before = rss_bytes(pid)
     flood = b"1\n" * (12 * MIB)
     url = f"http://127.0.0.1:{api + 2}/psi/runs?case=NO-SUCH-CASE&with=bank-1&type=phone"
-    with Probe(f"http://127.0.0.1:{api + 2}/status") as probe, PeakMemory(pid) as peak:
+    token = token_headers(net / "node2")
+    with (
+        Probe(f"http://127.0.0.1:{api + 2}/status", headers=token) as probe,
+        PeakMemory(pid) as peak,
+    ):
         started = time.monotonic()
-        status = concurrent_posts(url, flood, 1, content_type="application/octet-stream")[0]
+        status = concurrent_posts(
+            url, flood, 1, content_type="application/octet-stream", headers=token
+        )[0]
         took = time.monotonic() - started
         time.sleep(0.5)
     # Before: 2.2 GB and the event loop frozen for 8-15 s, for a request with no case.
@@ -116,8 +128,9 @@ def test_bodies_sent_a_byte_at_a_time_are_cut_off_and_honest_callers_answered(
 ) -> None:
     net, api = consortium
     pid = pid_of(net, 0)
-    attack = SlowBodies("127.0.0.1", api, 300, for_s=20)
-    with Probe(f"http://127.0.0.1:{api}/status", timeout_s=15) as probe:
+    token = token_headers(net / "node0")
+    attack = SlowBodies("127.0.0.1", api, 300, for_s=20, headers=token)
+    with Probe(f"http://127.0.0.1:{api}/status", timeout_s=15, headers=token) as probe:
         attack.start()
         time.sleep(3 * BODY_TIMEOUT_S)
         descriptors = open_descriptors(pid)
@@ -129,7 +142,7 @@ def test_bodies_sent_a_byte_at_a_time_are_cut_off_and_honest_callers_answered(
     # The connection cap holds the descriptors: the rest wait in the kernel's backlog.
     assert descriptors < MAX_CONNECTIONS + 100, descriptors
     assert not probe.failures, probe.failures
-    with httpx.Client(timeout=10, trust_env=False) as client:
+    with httpx.Client(timeout=10, trust_env=False, headers=token) as client:
         peers = client.get(f"http://127.0.0.1:{api}/status").json()["peers"]
     assert all(peer["connected"] for peer in peers)
 
@@ -138,7 +151,7 @@ def test_bodies_sent_a_byte_at_a_time_are_cut_off_and_honest_callers_answered(
 def test_what_a_web_page_could_send_is_refused_and_nothing_reaches_the_ledger(
     consortium: tuple[Path, int],
 ) -> None:
-    _net, api = consortium
+    net, api = consortium
     base = f"http://127.0.0.1:{api}"
     case = {
         "case_id": "WEB-1",
@@ -146,7 +159,8 @@ def test_what_a_web_page_could_send_is_refused_and_nothing_reaches_the_ledger(
         "justification": "opened by a web page",
         "scope": ["phone:+8613800138000"],
     }
-    with httpx.Client(timeout=10, trust_env=False) as client:
+    # Even with the member's token, the gate refuses what a page could send.
+    with httpx.Client(timeout=10, trust_env=False, headers=token_headers(net / "node0")) as client:
         before = client.get(f"{base}/status").json()["height"]
         simple = [
             client.post(f"{base}/cases", content=json.dumps(case), headers={"content-type": kind})

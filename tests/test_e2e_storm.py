@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_helpers import HomeTokens
 from e2e_cluster import Load, configure, eventually, stop_processes
 from hostile_peer import LOCAL
 from stranger_storm import StrangerStorm
@@ -79,7 +80,7 @@ def test_a_restarted_member_reconnects_to_all_peers_while_strangers_storm_every_
     urls = [f"http://{LOCAL}:{base + N + i}" for i in range(N)]
     others = [i for i in range(N) if i != RESTARTED]
     pids: dict[int, int] = {}
-    http = httpx.Client(timeout=5)
+    http = httpx.Client(timeout=5, auth=HomeTokens(homes))
     load = Load(load_author(homes[2]), [urls[i] for i in others])
     storm = StrangerStorm(p2p_ports, genesis.chain_id, held=200, churners=4, duration_s=STORM_S)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from api_helpers import asgi_client, full_user, users_with
 from cluster_helpers import FAST, ledger_bytes
 from metrics_helpers import sample_value
 
@@ -208,12 +209,14 @@ async def test_a_case_s_justification_goes_to_the_approvers_only_and_no_frame_el
             police = TracingService.attach(
                 cluster.runtime(POLICE), cluster.store(POLICE), cluster.genesis, KEY
             )
+            officer, token = full_user()
             app = build_app(
                 cluster.runtime(POLICE),
                 cluster.store(POLICE),
                 cluster.genesis,
                 tracing=police,
                 details=cluster.details(POLICE),
+                users=users_with(officer),
             )
             why = "Li Na, +86 138 0013 8000, lost 48,000 CNY to callers posing as police."
             now = int(time.time() * 1000)
@@ -225,8 +228,7 @@ async def test_a_case_s_justification_goes_to_the_approvers_only_and_no_frame_el
                 "window": {"start_ms": now - DAY_MS, "end_ms": now},
                 "expires_ms": now + DAY_MS,
             }
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            async with asgi_client(app, token) as c:
                 response = await c.post("/cases", json=body)
             assert response.status_code == 201, response.text
             case_tx = bytes.fromhex(response.json()["tx_id"])
@@ -432,14 +434,20 @@ async def test_over_tcp_with_noise_details_go_to_the_named_member_only(tmp_path:
 async def test_the_api_takes_details_with_a_signed_report_and_shows_them(tmp_path: Path) -> None:
     with trio.fail_after(45):
         async with running(tmp_path) as (cluster, _sent, _):
+            user, token = full_user()
             apps = [
-                build_app(cluster.runtime(i), cluster.store(i), cluster.genesis, details=d)
+                build_app(
+                    cluster.runtime(i),
+                    cluster.store(i),
+                    cluster.genesis,
+                    details=d,
+                    users=users_with(user),
+                )
                 for i, d in ((i, cluster.details(i)) for i in range(4))
             ]
 
             def client(i: int) -> httpx.AsyncClient:
-                transport = httpx.ASGITransport(app=apps[i])
-                return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
+                return asgi_client(apps[i], token)
 
             tx, salt, details = signed_report(cluster, BANK, {"victim": "Li Na"})
             body = {
@@ -493,9 +501,13 @@ async def test_the_api_takes_details_with_a_signed_report_and_shows_them(tmp_pat
                 bad = await bank2.get("/details/xyz")
                 assert bad.status_code == 400
             # A node assembled without a private store still has the routes, and says so.
-            plain = build_app(cluster.runtime(POLICE), cluster.store(POLICE), cluster.genesis)
-            transport = httpx.ASGITransport(app=plain)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            plain = build_app(
+                cluster.runtime(POLICE),
+                cluster.store(POLICE),
+                cluster.genesis,
+                users=users_with(user),
+            )
+            async with asgi_client(plain, token) as c:
                 unavailable = await c.get(f"/details/{wanted.hex()}")
                 assert unavailable.status_code == 503
                 assert unavailable.json()["error"] == "unavailable"

@@ -17,7 +17,7 @@ import trio
 from net.wire import PsiFrame
 from node.identifiers.normalize import normalize
 from node.identifiers.pseudonym import entity_ref
-from node.ledger.kinds import Approve, Body, Case, PsiRun
+from node.ledger.kinds import NODE_ACTOR, Approve, Body, Case, PsiRun
 from node.ledger.layout import CaseRole, case_key
 from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
 from node.psi.crypto import hash_blind_chunk, random_scalar
@@ -191,7 +191,8 @@ async def test_two_members_learn_the_intersection_and_both_record_the_run(
         police, bank = net.services[POLICE], net.services[BANK]
         await bank.set_answer_set("phone", as_text(theirs))
         ids = await police.read_set("phone", as_text(ours), dedupe=False)
-        run = await wait_ended(await police.start("C-1", net.name(BANK), ids))
+        officer = bytes(range(1, 17))  # the initiating user's actor id
+        run = await wait_ended(await police.start("C-1", net.name(BANK), ids, officer))
         expected = [normalize("phone", p) for p in phones(200, 30)]
         assert run.state is RunState.COMPLETED, run.message
         assert list(run.result or ()) == expected  # in the order of our input
@@ -208,6 +209,9 @@ async def test_two_members_learn_the_intersection_and_both_record_the_run(
                 net.cases["C-1"],
                 run.run_id,
             )
+            # The initiator's record names the user who started it; the responder's is
+            # the node's own policy.
+            assert record.actor == (officer if i == POLICE else NODE_ACTOR)
         # Both records are filed under the case, like queries.
         postings = net.cluster.store(TELECOM).case_postings(case_key("C-1"), CaseRole.ACCESS)
         assert len(postings) == 2

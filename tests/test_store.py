@@ -240,7 +240,7 @@ def test_a_store_of_the_previous_format_is_refused(tmp_path: Path) -> None:
     with open_store(tmp_path):
         pass
     tamper(tmp_path, b"meta", b"format_version", (2).to_bytes(4, "big"))
-    with pytest.raises(StoreError, match="has format version 2, this build reads version 3"):
+    with pytest.raises(StoreError, match="has format version 2, this build reads version 4"):
         open_store(tmp_path)
 
 

@@ -356,8 +356,11 @@ def test_unknown_kind() -> None:
     ("kind", "body", "message"),
     [
         ("report", b"", "report body: empty message"),
-        ("report", encode_value(Approve("C-1", bytes(32))), "Report has 6 fields, got 2"),
-        ("approve", pack(["C-1", b"short"]), "case_tx must be 32 bytes, got 5"),
+        ("report", encode_value(Approve("C-1", bytes(32))), "Report has 6 fields, got 3"),
+        ("approve", pack(["C-1", b"short", bytes(16)]), "case_tx must be 32 bytes, got 5"),
+        ("approve", pack(["C-1", bytes(32), b"short"]), "actor must be 16 bytes, got 5"),
+        # A version 3 body (no actor) does not decode: ledger format 4.
+        ("approve", pack(["C-1", bytes(32)]), "Approve has 3 fields, got 2"),
         ("link", pack([[b"x"], [b"y"], "owns", 1, None]), "Link.a: EntityRef has 2 fields"),
     ],
 )
@@ -465,7 +468,7 @@ def test_a_free_text_purpose_never_reaches_the_ledger() -> None:
         "current": (pack(wire), f"case body: Case: purpose must be one of {', '.join(PURPOSES)}"),
         "format 2": (
             pack([wire[0], FREE_TEXT, *wire[3:]]),
-            "case body: Case: Case has 7 fields, got 6",
+            "case body: Case: Case has 8 fields, got 7",
         ),
     }
     for nonce, (body, message) in enumerate(shapes.values(), 1):

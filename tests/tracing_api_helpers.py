@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import trio
+from api_helpers import asgi_client, full_user, users_with
 from cluster_helpers import PSEUDONYM_KEY, make_cluster
 
 from consensus.blocks import Block
@@ -25,6 +26,7 @@ from node.identifiers.pseudonym import EntityRef, PseudonymKey
 from node.ledger.kinds import Body, Link, Report
 from node.ledger.layout import BlockIndex
 from node.ledger.transactions import encode_tx, make_tx
+from node.setup.users import User
 from node.testing.cluster import InProcessCluster
 from node.tracing.service import TracingService
 
@@ -68,6 +70,9 @@ class TracingCluster:
     services: list[TracingService]
     clients: list[httpx.AsyncClient]
     watches: list[HookWatch]
+    # Member i's user (every role) acting through ``clients[i]``, and its token.
+    users: list[User]
+    tokens: list[str]
 
     def sign(self, member: int, body: Body, time_ms: int | None = None) -> bytes:
         tx = make_tx(
@@ -167,19 +172,20 @@ async def tracing_cluster(
             watches.append(HookWatch(store.tip()[0]))
             runtime.on_blocks_stored.append(watches[-1])
         async with AsyncExitStack() as stack:
-            clients = []
+            clients, users, tokens = [], [], []
             for i, service in enumerate(services):
+                user, token = full_user(f"officer-{i}")
+                users.append(user)
+                tokens.append(token)
                 app = build_app(
                     cluster.runtime(i),
                     cluster.store(i),
                     cluster.genesis,
                     tracing=service,
                     details=cluster.details(i),
+                    users=users_with(user),
                 )
-                client = httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
-                )
-                clients.append(await stack.enter_async_context(client))
-            yield TracingCluster(cluster, services, clients, watches)
+                clients.append(await stack.enter_async_context(asgi_client(app, token)))
+            yield TracingCluster(cluster, services, clients, watches, users, tokens)
         await cluster.stop()
         nursery.cancel_scope.cancel()

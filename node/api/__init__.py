@@ -2,9 +2,10 @@
 application and its routes (``app``), one module per group of endpoints (``tracing``,
 ``details``, ``psi``, ``proof``), the request and response bodies as pydantic models
 (``models``, ``models_tracing``, ``models_psi``) and their field types (``fields``),
-reading request bodies within their limits (``input``), refusals as HTTP answers
-(``errors``), ``/metrics`` (``metrics``) and the OpenAPI document generated from the
-models (``document``).
+reading request bodies within their limits (``input``), who may call what (``auth``:
+bearer tokens of the member's users and the one route -> roles table), refusals as
+HTTP answers (``errors``), ``/metrics`` (``metrics``) and the OpenAPI document generated
+from the models (``document``).
 
 Layer: above the feature packages. The only package that knows HTTP: the services below
 raise the project's refusals and ``api`` maps them to statuses. May import the feature

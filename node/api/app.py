@@ -9,9 +9,12 @@ runtime is ``async def`` (FastAPI would run a plain ``def`` in a thread). Work t
 take long (decoding a large block, parsing a large body) goes to a worker thread so
 consensus keeps moving.
 
-The API is meant for 127.0.0.1 and has no authentication yet: whoever can reach it can
-read the whole ledger and submit transactions, though the node accepts a transaction
-only with a valid signature of a member's key, as it does from peers. A web page in a
+The API is meant for 127.0.0.1. Every operation but ``/healthz``, ``/readyz``,
+``/metrics`` and ``/openapi.json`` needs the bearer token of one of the member's users
+(``node.setup.users``) holding a role the table in ``node.api.auth`` names for it; what
+a user does under a case is recorded on the ledger with the user's pseudonymous actor
+id. The node still accepts a transaction only with a valid signature of a member's
+key, as it does from peers. A web page in a
 browser on the same host cannot drive it (``node.api.guard``: JSON or documented bytes
 only on state-changing requests, the ``Host`` and ``Origin`` checked, no CORS), and the
 bodies of all requests share one memory budget and one deadline. ``node.api.server``
@@ -39,7 +42,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from consensus.codec import DecodeError
+from node.api.auth import Authenticate
 from node.api.details import details_routes
+from node.api.disclosure import disclosure_routes
 from node.api.document import DESCRIPTION, TITLE, VERSION, openapi_document
 from node.api.errors import EXCEPTION_HANDLERS
 from node.api.fields import DigestHex, Height
@@ -78,6 +83,7 @@ from node.api.proof import proof_route
 from node.api.psi import psi_routes
 from node.api.tracing import tracing_routes
 from node.details.service import PrivateDetailsService
+from node.disclosure.service import DisclosureService
 from node.host.peers import peer_statistics
 from node.host.runtime import NodeRuntime, SubmitResult
 from node.ledger.layout import MAX_HEIGHT
@@ -86,6 +92,7 @@ from node.ledger.transactions import decode_tx, tx_id
 from node.psi.service import PsiService
 from node.refusals import Invalid, NotFound, Rejected, Unsupported
 from node.setup.genesis import Genesis
+from node.setup.users import UserStore
 from node.tracing.service import TracingService
 
 log = logging.getLogger("crosstrace.api")
@@ -163,6 +170,17 @@ class _Api:
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.metrics_collector.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.runtime.replica is None:
+            return JSONResponse(
+                {"status": "starting", "message": "the runtime has not restored its state yet"},
+                503,
+            )
+        return JSONResponse({"status": "ready"})
 
     async def openapi(self, request: Request) -> Response:
         return Response(self.openapi_bytes, media_type=JSON)
@@ -290,12 +308,15 @@ def build_app(
     tracing: TracingService | None = None,
     details: PrivateDetailsService | None = None,
     psi: PsiService | None = None,
+    disclosure: DisclosureService | None = None,
     guard: GuardPolicy | None = None,
     body_budget_bytes: int = DEFAULT_BODY_BUDGET_BYTES,
+    users: UserStore | None = None,
 ) -> FastAPI:
     """The node's API. ``guard`` says which host names it answers to (the loopback names
     by default) and ``body_budget_bytes`` how many bytes of request bodies it holds at
-    once, over all requests (``node.api.guard``)."""
+    once, over all requests (``node.api.guard``). ``users`` are the member's users whose
+    tokens it takes (``node.api.auth``); without it only the open endpoints answer."""
     api = _Api(runtime, store, genesis, max_body_bytes)
     budget = BodyBudget(body_budget_bytes)
     guard_stats = GuardStatistics()
@@ -368,8 +389,9 @@ def build_app(
         responses={200: answer(Block, "The block."), 400: BAD_INPUT, 404: not_found},
     )
     details_routes(app, details, store)
-    tracing_routes(app, tracing, details)  # cases, queries and audit: node.api.tracing
+    tracing_routes(app, tracing, details, users)  # cases, queries and audit: node.api.tracing
     psi_routes(app, psi)  # private set intersection: node.api.psi
+    disclosure_routes(app, disclosure)  # identities under a case: node.api.disclosure
     app.add_api_route(
         "/metrics",
         api.metrics,
@@ -377,6 +399,23 @@ def build_app(
         response_class=Response,  # not JSON: the document shows the route's own type
         summary="Prometheus metrics (text exposition format 0.0.4).",
         responses={200: {"description": "The metrics.", "content": raw_content("text/plain")}},
+    )
+    app.add_api_route(
+        "/healthz",
+        api.healthz,
+        methods=["GET"],
+        summary="Liveness: the API answers.",
+        responses={200: {"description": "Alive."}},
+    )
+    app.add_api_route(
+        "/readyz",
+        api.readyz,
+        methods=["GET"],
+        summary="Readiness: the runtime has restored its state and the API serves.",
+        responses={
+            200: {"description": "Ready."},
+            503: {"description": "Still restoring the runtime's state."},
+        },
     )
     app.add_api_route(
         "/openapi.json",
@@ -390,6 +429,8 @@ def build_app(
             }
         },
     )
+    # Inside the guard: who the caller is and whether its roles allow the route.
+    app.add_middleware(Authenticate, routes=app.router.routes, users=users)
     # Outermost: a request the guard refuses never reaches routing or a handler.
     app.add_middleware(
         RequestGuard, policy=guard or GuardPolicy(), budget=budget, stats=guard_stats

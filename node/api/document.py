@@ -13,7 +13,10 @@ Two things FastAPI does not do on its own, done here once the document is genera
   parameters; this API never answers with it (a bad parameter is a 400 with the API's
   error object), so those entries are dropped;
 - the gate in front of every route (``node.api.guard``) answers some refusals before
-  any route runs: those statuses are added to every operation they can concern.
+  any route runs: those statuses are added to every operation they can concern;
+- every operation but the open ones (``node.api.auth.OPEN``) needs a bearer token:
+  the ``bearerAuth`` security scheme, the roles that allow it in its description,
+  and its 401 and 403 answers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from node.api.auth import roles_for
 from node.api.input import SCHEMA_REF
 
 TITLE = "crosstrace node: local query API"
@@ -54,6 +58,15 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     # A copy: FastAPI's document shares dicts with the routes' ``openapi_extra``.
     document = copy.deepcopy(app.openapi())
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    document["components"]["securitySchemes"] = {
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token of one of the member's users (`crosstrace user add`).",
+        }
+    }
+    for path, method, operation in _path_operations(document):
+        _add_auth(path, method, operation)
     for method, operation in _operations(document):
         for media in operation.get("requestBody", {}).get("content", {}).values():
             _to_components(media, schemas)
@@ -72,6 +85,43 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [
         (method, op) for path in document.get("paths", {}).values() for method, op in path.items()
     ]
+
+
+def _path_operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, op)
+        for path, item in document.get("paths", {}).items()
+        for method, op in item.items()
+    ]
+
+
+def _add_auth(path: str, method: str, operation: dict[str, Any]) -> None:
+    # The document writes ``{case_id}`` where the route has ``{case_id:path}``.
+    route = path.replace("{case_id}", "{case_id:path}")
+    roles = roles_for(method.upper(), route)
+    if roles is None:
+        operation["security"] = []
+        return
+    operation["security"] = [{"bearerAuth": []}]
+    allowed = " or ".join(sorted(roles)) or "no role"
+    note = f"Needs a user with the {allowed} role."
+    operation["description"] = (operation.get("description", "") + "\n\n" + note).strip()
+    responses = operation.setdefault("responses", {})
+    content = {"application/json": {"schema": _ERROR}}
+    responses.setdefault(
+        "401",
+        {
+            "description": "No token, or an unknown, revoked or expired one (`unauthenticated`).",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            "content": content,
+        },
+    )
+    responses.setdefault(
+        "403",
+        {"description": f"`forbidden_role`: the user is not {allowed}.", "content": content},
+    )
+    if "403" in responses and "forbidden_role" not in responses["403"]["description"]:
+        responses["403"]["description"] += f" Or `forbidden_role`: the user is not {allowed}."
 
 
 def _add_gate_refusals(method: str, operation: dict[str, Any]) -> None:

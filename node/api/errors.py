@@ -29,12 +29,14 @@ from node.refusals import (
     Refusal,
     Rejected,
     TooLarge,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
 
 STATUS: Mapping[type[Refusal], int] = {
     Invalid: 400,
+    Unauthenticated: 401,
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,

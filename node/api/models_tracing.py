@@ -304,6 +304,14 @@ class LedgerEntry(BaseModel):
     index: Count
     time_ms: Count
     time: str = Field(description="`time_ms` in UTC, ISO 8601")
+    actor: HexStr | None = Field(
+        None,
+        description="for case opens, approvals, closes, queries and PSI runs: the acting "
+        "user's pseudonymous id (32 hex digits; all zero: the node's own policy)",
+    )
+    actor_name: str | None = Field(
+        None, description="the user's name, on the member whose user it is only"
+    )
 
 
 class ReportFactBase(LedgerEntry):

@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from node.api.auth import actor_of
 from node.api.input import OCTETS, raw_content, read_body, request_body
 from node.api.models import Error, answer, refusal
 from node.api.models_psi import (
@@ -76,7 +77,7 @@ def psi_routes(app: FastAPI, service: PsiService | None) -> None:
         began = time.perf_counter()
         ids = await psi.read_set(query.type, body, dedupe=query.dedupe)
         checked = time.perf_counter() - began
-        run = await psi.start(query.case, query.with_, ids)
+        run = await psi.start(query.case, query.with_, ids, actor_of(request))
         answer = run_json(run)
         answer["input"] = {
             "lines": ids.lines,

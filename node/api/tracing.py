@@ -34,6 +34,7 @@ from fastapi import Depends, FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from node.api.auth import actor_of, name_actors
 from node.api.fields import DIGEST_SCHEMA
 from node.api.input import JSON, JsonBody
 from node.api.models import EmptyRequest, answer, refusal
@@ -65,6 +66,7 @@ from node.host.runtime import SubmitResult
 from node.ledger.application import entity_key
 from node.ledger.cases import CaseStatus
 from node.refusals import Conflict, Invalid, NotFound, Unavailable
+from node.setup.users import UserStore
 from node.tracing.audit import audit_json, audit_trail
 from node.tracing.queries import Grant
 from node.tracing.render import graph_dot, graph_json, history_json, status_json, trace_json
@@ -133,10 +135,20 @@ def _timing_headers(answer: Answer[Any], started: float) -> dict[str, str]:
 
 class _TracingApi:
     def __init__(
-        self, service: TracingService | None, details: PrivateDetailsService | None
+        self,
+        service: TracingService | None,
+        details: PrivateDetailsService | None,
+        users: UserStore | None = None,
     ) -> None:
         self._service = service
         self._details = details
+        self._users = users
+
+    def _named(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with this member's users' names beside their actor ids."""
+        service = self.service
+        named: dict[str, Any] = name_actors(body, service.member, self._users)
+        return named
 
     async def need(self) -> None:
         """The first dependency of a route whose parameters FastAPI checks: without the
@@ -158,11 +170,13 @@ class _TracingApi:
     async def list_cases(self) -> Response:
         service = self.service
         return JSONResponse(
-            {
-                "needed": service.registry.needed,
-                "height": service.registry.height,
-                "cases": [status_json(s) for s in service.statuses()],
-            }
+            self._named(
+                {
+                    "needed": service.registry.needed,
+                    "height": service.registry.height,
+                    "cases": [status_json(s) for s in service.statuses()],
+                }
+            )
         )
 
     async def show_case(self, case_id: str) -> Response:
@@ -170,7 +184,8 @@ class _TracingApi:
         status = self.service.status(case_id)
         if status is None:
             raise NotFound("no_case", f"there is no case {case_id!r} on the ledger")
-        return JSONResponse(status_json(status) | {"justification": self._justification(status)})
+        shown = status_json(status) | {"justification": self._justification(status)}
+        return JSONResponse(self._named(shown))
 
     def _justification(self, status: CaseStatus) -> dict[str, Any]:
         """The justification held here for the case, checked against its commitment."""
@@ -231,6 +246,7 @@ class _TracingApi:
             body.window.time_window,
             body.expires_ms,
             submit=keep_and_share,
+            actor=actor_of(request),
         )
         if committed.committed and service.case_of(committed, case_id) is None:
             owner = service.registry.case(case_id)
@@ -245,11 +261,11 @@ class _TracingApi:
 
     async def approve_case(self, case_id: str, request: Request) -> Response:
         await NO_FIELDS.read(request)
-        return self._change(await self.service.approve(case_id), case_id, 200)
+        return self._change(await self.service.approve(case_id, actor_of(request)), case_id, 200)
 
     async def close_case(self, case_id: str, request: Request) -> Response:
         await NO_FIELDS.read(request)
-        return self._change(await self.service.close(case_id), case_id, 200)
+        return self._change(await self.service.close(case_id, actor_of(request)), case_id, 200)
 
     def _change(self, committed: Committed, case_id: str, status_code: int) -> Response:
         """200/201 with the case's new state once committed, else 202: not yet."""
@@ -257,7 +273,7 @@ class _TracingApi:
         body = _committed_json(committed) | {
             "case": None if status is None else status_json(status)
         }
-        return JSONResponse(body, status_code if committed.committed else 202)
+        return JSONResponse(self._named(body), status_code if committed.committed else 202)
 
     # -- queries --------------------------------------------------------------------
 
@@ -278,7 +294,13 @@ class _TracingApi:
         postings = service.store.entity_tx_count(entity_key(entity))
         inline = min(postings, limit) <= INLINE_TRACE_RECORDS
         answer = await service.answer(
-            case_id, "trace", entity, time_window(body.window), run, in_thread=not inline
+            case_id,
+            "trace",
+            entity,
+            time_window(body.window),
+            run,
+            in_thread=not inline,
+            actor=actor_of(request),
         )
         return _json_answer(answer, started)
 
@@ -293,7 +315,9 @@ class _TracingApi:
             result = service.tracer.graph(grant, depth)
             return graph_dot(result) if shape == "dot" else graph_json(result)
 
-        answer = await service.answer(body.case_id, "graph", entity, time_window(body.window), run)
+        answer = await service.answer(
+            body.case_id, "graph", entity, time_window(body.window), run, actor=actor_of(request)
+        )
         if isinstance(answer.result, str):
             return Response(
                 answer.result, media_type=DOT_MEDIA_TYPE, headers=_timing_headers(answer, started)
@@ -311,7 +335,13 @@ class _TracingApi:
         # On the event loop: a case's history reads the registry, which is not
         # thread-safe; the referrers it reads are bounded by the history limit.
         answer = await service.answer(
-            body.case_id, "history", body.tx_id, time_window(body.window), run, in_thread=False
+            body.case_id,
+            "history",
+            body.tx_id,
+            time_window(body.window),
+            run,
+            in_thread=False,
+            actor=actor_of(request),
         )
         return _json_answer(answer, started)
 
@@ -332,7 +362,7 @@ class _TracingApi:
                 after=None if query.after is None else (query.after.height, query.after.index),
             )
         )
-        return JSONResponse(audit_json(page))
+        return JSONResponse(self._named(audit_json(page)))
 
 
 def _json_answer(answer: Answer[Any], started: float) -> Response:
@@ -391,11 +421,12 @@ def tracing_routes(
     app: FastAPI,
     service: TracingService | None,
     details: PrivateDetailsService | None = None,
+    users: UserStore | None = None,
 ) -> None:
     """Adds the routes; with ``service`` None each answers 503 (the node runs without it).
     ``details`` keeps and shares cases' justifications; without it no case is opened
-    here (503) and none is shown."""
-    api = _TracingApi(service, details)
+    here (503) and none is shown. ``users`` name this member's actors in the answers."""
+    api = _TracingApi(service, details, users)
     app.add_api_route(
         "/cases",
         api.list_cases,

@@ -3,10 +3,16 @@
 Every way a call can fail (the node is not running, it answered with an error object,
 it answered with something that is not JSON) becomes one ``ApiClientError`` whose
 message is a single line an operator can act on.
+
+Every call carries the bearer token of one of the member's users (``token_for``):
+``CROSSTRACE_TOKEN`` when it is set, else the owner-only ``token`` file of the home the
+URL was read from (``api_url_of_home``). The token goes in a header only, never in a
+URL, a message or a log line.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -15,8 +21,12 @@ import httpx
 
 from node.setup.config import ConfigError, load_config
 from node.setup.genesis import split_host_port
+from node.setup.users import TOKEN_FILE, UserError, read_token_file
 
 DEFAULT_TIMEOUT_S = 10.0
+TOKEN_ENV = "CROSSTRACE_TOKEN"
+# The home each API URL was read from, so a client of that URL finds its token file.
+_HOMES: dict[str, Path] = {}
 
 
 class ApiClientError(Exception):
@@ -44,18 +54,50 @@ def api_url_of_home(home: Path) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    url = f"http://{host}:{port}"
+    _HOMES[url] = home
+    return url
+
+
+def token_for(base_url: str, home: Path | None = None) -> str | None:
+    """The token to present to ``base_url``: ``CROSSTRACE_TOKEN``, else the ``token``
+    file of ``home`` (or of the home the URL was read from); refuses a token file that
+    group or others may read."""
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    if env:
+        return env
+    home = home or _HOMES.get(base_url.rstrip("/"))
+    if home is None:
+        return None
+    path = home / TOKEN_FILE
+    try:
+        return read_token_file(path) or None
+    except FileNotFoundError:
+        return None
+    except UserError as exc:
+        raise ApiClientError(str(exc)) from None
+    except OSError as exc:
+        raise ApiClientError(f"{path}: cannot read the token: {exc.strerror}") from None
+
+
+def auth_headers(base_url: str, home: Path | None = None) -> dict[str, str]:
+    token = token_for(base_url, home)
+    return {} if token is None else {"authorization": f"Bearer {token}"}
 
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S, *, token: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        token = token or token_for(self.base_url)
         # The API server closes a connection idle for 5 s; reusing one that old races
         # with that close, so idle connections are dropped sooner here.
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout_s,
             limits=httpx.Limits(keepalive_expiry=1.0),
+            headers={} if token is None else {"authorization": f"Bearer {token}"},
         )
 
     def __enter__(self) -> Self:
@@ -139,6 +181,48 @@ class ApiClient:
     def details(self, tx_id: str) -> dict[str, Any]:
         """The private details this node holds for a transaction (``GET /details/{id}``)."""
         answer = self._call("GET", f"/details/{tx_id}")
+        assert isinstance(answer, dict)
+        return answer
+
+    # ------------------------------------------------------------------ disclosure
+
+    def keep_identifiers(self, items: Sequence[dict[str, str]]) -> dict[str, Any]:
+        """Hand the node the identifiers behind what this member just reported
+        (``POST /disclosure/identifiers``): each has type, pseudonym, identifier, tx_id."""
+        answer = self._json(
+            self._request("POST", "/disclosure/identifiers", json={"identifiers": list(items)})
+        )
+        assert isinstance(answer, dict)
+        return answer
+
+    def disclose(self, case_id: str, entity_type: str, pseudonym_hex: str) -> dict[str, Any]:
+        """Ask for the identifier behind an entity under a case (``POST /disclosures``)."""
+        body = {"case_id": case_id, "entity": {"type": entity_type, "pseudonym": pseudonym_hex}}
+        answer = self._json(self._request("POST", "/disclosures", json=body, ok=(201,)))
+        assert isinstance(answer, dict)
+        return answer
+
+    def disclosures(self) -> dict[str, Any]:
+        answer = self._call("GET", "/disclosures")
+        assert isinstance(answer, dict)
+        return answer
+
+    def disclosure(self, request_id: str) -> dict[str, Any]:
+        answer = self._call("GET", f"/disclosures/{request_id}")
+        assert isinstance(answer, dict)
+        return answer
+
+    def disclosures_pending(self) -> dict[str, Any]:
+        answer = self._call("GET", "/disclosure/pending")
+        assert isinstance(answer, dict)
+        return answer
+
+    def decide_disclosure(self, request_id: str, allow: bool, reason: str = "") -> dict[str, Any]:
+        """Allow or deny a request held for the operator."""
+        verb = "allow" if allow else "deny"
+        kwargs: dict[str, Any] = {"json": {} if allow else {"reason": reason}}
+        path = f"/disclosure/pending/{request_id}/{verb}"
+        answer = self._json(self._request("POST", path, **kwargs))
         assert isinstance(answer, dict)
         return answer
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from node.client.http import ApiClientError
+from node.client.http import ApiClientError, auth_headers
 
 # The sets travel as bytes, one identifier a line: the API takes no text/plain bodies.
 OCTETS = {"content-type": "application/octet-stream"}
@@ -21,7 +21,9 @@ ENDED = ("completed", "failed", "refused")
 class PsiClient:
     def __init__(self, base_url: str, timeout_s: float = 600.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, headers=auth_headers(self.base_url)
+        )
 
     def __enter__(self) -> PsiClient:
         return self

@@ -79,7 +79,7 @@ def case_lines(case: Json) -> list[str]:
         f"reason    {case['reason']}",
         f"purpose   {case['purpose']}",
         f"opened    by {opened['member']} at height {opened['height']}, {opened['time']} "
-        f"(tx {short_tx(opened['tx_id'])})",
+        f"(tx {short_tx(opened['tx_id'])}), user {actor_text(opened)}",
         f"window    {window_text(case['window'])}",
         f"expires   {case['expires']}",
     ]
@@ -88,11 +88,14 @@ def case_lines(case: Json) -> list[str]:
     approvals = case["approvals"]
     lines.append(f"approvals {len(approvals)} of {case['needed']} needed")
     for a in approvals:
-        lines.append(f"          {a['member']:<14} height {a['height']:<6} {a['time']}")
+        lines.append(
+            f"          {a['member']:<14} height {a['height']:<6} {a['time']}  user {actor_text(a)}"
+        )
     closed = case["closed"]
     if closed is not None:
         lines.append(
-            f"closed    by {closed['member']} at height {closed['height']}, {closed['time']}"
+            f"closed    by {closed['member']} at height {closed['height']}, {closed['time']}, "
+            f"user {actor_text(closed)}"
         )
     return lines + justification_lines(case.get("justification"))
 
@@ -226,13 +229,16 @@ def audit_lines(answer: Json) -> list[str]:
     if not records:
         return ["no access records match"]
     width = max(len("case"), *(len(r["case_id"]) for r in records))
+    actors = [actor_text(r) for r in records]
+    by = max(len("by"), *(len(a) for a in actors))
     lines = [
-        f"{'height':>7}  {'time (UTC)':<24} {'member':<14} {'case':<{width}}  {'query':<8} subject"
+        f"{'height':>7}  {'time (UTC)':<24} {'member':<14} {'by':<{by}}  "
+        f"{'case':<{width}}  {'query':<8} subject"
     ]
-    for r in records:
+    for r, actor in zip(records, actors, strict=True):
         lines.append(
-            f"{r['height']:>7}  {r['answered']:<24} {r['member']:<14} {r['case_id']:<{width}}  "
-            f"{r['query']:<8} {_audit_subject(r)}"
+            f"{r['height']:>7}  {r['answered']:<24} {r['member']:<14} {actor:<{by}}  "
+            f"{r['case_id']:<{width}}  {r['query']:<8} {_audit_subject(r)}"
         )
     count = len(records)
     summary = f"{count} access record{'s' if count != 1 else ''}"
@@ -240,6 +246,18 @@ def audit_lines(answer: Json) -> list[str]:
         height, index = answer["next_after"]
         summary += f"; more after --after {height}:{index}"
     return [*lines, summary]
+
+
+def actor_text(record: Json) -> str:
+    """Who acted: the user's name with its actor id on the member that owns it, the
+    actor id elsewhere, ``node`` for the node's own policy."""
+    actor = record.get("actor")
+    if actor is None:
+        return "-"
+    if actor == "00" * 16:
+        return "node"
+    name = record.get("actor_name")
+    return f"{name} ({actor})" if name else actor
 
 
 def _audit_subject(record: Json) -> str:

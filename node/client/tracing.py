@@ -29,8 +29,10 @@ def refusal(exc: ApiClientError) -> str:
 
 
 class TracingClient(ApiClient):
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        super().__init__(base_url, timeout_s=timeout_s)
+    def __init__(
+        self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S, *, token: str | None = None
+    ) -> None:
+        super().__init__(base_url, timeout_s=timeout_s, token=token)
 
     # -- cases ----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import click
 
 from node.client.http import ApiClient
 from node.commands.details import prepare, send
+from node.commands.disclosure import hand_identifiers
 from node.commands.options import (
     CONTEXT,
     call,
@@ -26,6 +27,7 @@ from node.commands.options import (
 )
 from node.ledger.attributes import CATEGORIES, CATEGORY_KEYS, SchemaError, attributes_of
 from node.ledger.authoring import AuthoringError, load_author, parse_entity
+from node.ledger.transactions import tx_id
 
 # The keys each category takes, under `submit report --help`.
 _ATTRIBUTE_HELP = "\b\nAttributes (--attr KEY=VALUE) each category takes:\n" + "\n".join(
@@ -233,6 +235,8 @@ def report(
         _send(ctx, [tx])
     else:
         send(ctx.obj, tx, sharing)
+    # Accepted (a refusal exits above): the node keeps the identifier for disclosure.
+    hand_identifiers(_author(ctx), ctx.obj[1], tx_id(tx).hex(), [(entity_type, raw)])
 
 
 @submit.command(context_settings=CONTEXT)
@@ -255,13 +259,15 @@ def link(
     sharing = prepare(_author(ctx), details, share_with)
     commitment = None if sharing is None else sharing.commitment
     try:
-        tx = _author(ctx).link(parse_entity(a), parse_entity(b), relation, commitment)
+        ends = [parse_entity(a), parse_entity(b)]
+        tx = _author(ctx).link(ends[0], ends[1], relation, commitment)
     except AuthoringError as exc:
         raise click.ClickException(str(exc)) from None
     if sharing is None:
         _send(ctx, [tx])
     else:
         send(ctx.obj, tx, sharing)
+    hand_identifiers(_author(ctx), ctx.obj[1], tx_id(tx).hex(), ends)
 
 
 @submit.command(context_settings=CONTEXT)

@@ -71,6 +71,10 @@ def init(
     click.echo(f"  public key: {created.descriptor.public_key.hex()}")
     click.echo(f"  descriptor: {home / 'member.json'} (send it to the genesis assembler)")
     click.echo(f"  config:     {created.config_file}")
+    click.echo(
+        f"  cli user:   an operator, token in {home / 'token'} "
+        "(crosstrace user add NAME --role ... for the people)"
+    )
 
 
 @click.command(context_settings=CONTEXT)

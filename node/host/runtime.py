@@ -55,7 +55,14 @@ from consensus.messages import BlockRequest, BlockResponse, CertifiedBatch
 from consensus.params import Params
 from consensus.replica import Replica
 from net.transport import Transport
-from net.wire import DetailsAck, PrivateDetails, PsiFrame, TxGossip
+from net.wire import (
+    DetailsAck,
+    DisclosureAsk,
+    DisclosureReply,
+    PrivateDetails,
+    PsiFrame,
+    TxGossip,
+)
 from node.host.latency import LatencyHistogram
 from node.host.mempool import Mempool
 from node.ledger.application import Application
@@ -274,7 +281,9 @@ class NodeRuntime:
                 return
             if not self.membership.is_member(src):
                 continue
-            if isinstance(frame, PrivateDetails | DetailsAck | PsiFrame):
+            if isinstance(
+                frame, PrivateDetails | DetailsAck | PsiFrame | DisclosureAsk | DisclosureReply
+            ):
                 handler = self.frame_handlers.get(type(frame))
                 if handler is not None:
                     handler(src, frame)

@@ -18,7 +18,16 @@ from consensus.blocks import Block
 from node.identifiers.normalize import EntityType
 from node.identifiers.pseudonym import EntityRef
 from node.ledger.interface import Ledger
-from node.ledger.kinds import Access, Approve, Body, Case, Close, PsiRun, Report
+from node.ledger.kinds import (
+    Access,
+    Approve,
+    Body,
+    Case,
+    Close,
+    DisclosureRequest,
+    PsiRun,
+    Report,
+)
 from node.ledger.kinds import Link as LinkBody
 from node.ledger.layout import BlockIndex, CaseRole, Link, TxIndex, case_key
 from node.ledger.transactions import (
@@ -182,7 +191,8 @@ def _case_postings(body: Body) -> tuple[tuple[bytes, CaseRole], ...]:
             return ((case_key(body.case_id), CaseRole.CLOSED),)
         case Report() if body.case_id is not None:
             return ((case_key(body.case_id), CaseRole.REPORT),)
-        case Access() | PsiRun():
-            # A PSI run is an access under its case: it shows in the case's audit trail.
+        case Access() | PsiRun() | DisclosureRequest():
+            # A PSI run and a disclosure request are accesses under their case: they show
+            # in the case's history.
             return ((case_key(body.case_id), CaseRole.ACCESS),)
     return ()

@@ -67,6 +67,8 @@ class LedgerEntry:
     height: int
     index: int
     time_ms: int  # the signer's clock, within the admission skew of the committing node
+    # The acting user's pseudonymous id, for what people do under a case (None: other kinds).
+    actor: bytes | None = None
 
     @property
     def location(self) -> tuple[int, int]:
@@ -180,7 +182,8 @@ class CaseRegistry:
             raise StoreCorruptError(
                 f"the case index points to ({height}, {index}), which does not decode: {exc}"
             ) from None
-        entry = LedgerEntry(tx_id(data), tx.member, height, index, tx.time_ms)
+        actor = body.actor if isinstance(body, Case | Approve | Close) else None
+        entry = LedgerEntry(tx_id(data), tx.member, height, index, tx.time_ms, actor)
         roles = self._roles.get(tx.member, frozenset())
         match body:
             case Case() if OPENER_ROLE in roles:

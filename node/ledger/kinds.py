@@ -10,6 +10,12 @@ No field is free text. A report's attributes are typed fields from a closed sche
 category; a case's purpose is one of ``PURPOSES``, and its written justification is a
 private detail (``node.details.records``) that only its salted commitment
 (``justification_commitment``) puts on the ledger.
+
+What people do under a case (open, approve, close it, query, intersect) carries
+``actor``: the acting user's pseudonymous id (``node.setup.users``), 16 bytes fixed when
+the user was created. The member that signed can resolve it to the person; the others
+see only that the same officer acted. ``NODE_ACTOR`` (all zero) is the node's own
+policy (answering a PSI run, say).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from node.identifiers.pseudonym import EntityRef
 # The report categories are defined with their attribute schema; re-exported here.
 from node.ledger.attributes import CATEGORIES as CATEGORIES
 from node.ledger.attributes import check_keys, check_together, parse
+
+# The acting user's id: its size, and the node's own (re-exported).
+from node.setup.users import ACTOR_SIZE as ACTOR_SIZE
+from node.setup.users import NODE_ACTOR as NODE_ACTOR
 
 # Why a case is opened, in the consortium's words; the reasons behind one case are its
 # justification, which stays off the ledger.
@@ -63,6 +73,11 @@ _CASE_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/-]*[A-Za-z0-9])?")
 def _check_commitment(value: bytes | None, name: str) -> None:
     if value is not None and len(value) != DIGEST_SIZE:
         raise ValueError(f"{name} must be {DIGEST_SIZE} bytes, got {len(value)}")
+
+
+def _check_actor(actor: bytes) -> None:
+    if len(actor) != ACTOR_SIZE:
+        raise ValueError(f"actor must be {ACTOR_SIZE} bytes, got {len(actor)}")
 
 
 def _check_case_id(case_id: str) -> None:
@@ -149,9 +164,11 @@ class Case:
     window_start_ms: int
     window_end_ms: int
     expires_ms: int
+    actor: bytes = NODE_ACTOR
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
+        _check_actor(self.actor)
         if self.purpose not in PURPOSES:
             raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
         if len(self.justification_commitment) != DIGEST_SIZE:
@@ -180,9 +197,11 @@ class Approve:
 
     case_id: str
     case_tx: bytes
+    actor: bytes = NODE_ACTOR
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
+        _check_actor(self.actor)
         if len(self.case_tx) != DIGEST_SIZE:
             raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
 
@@ -197,9 +216,11 @@ class Access:
     query: str
     subject: EntityRef | None
     answered_ms: int
+    actor: bytes = NODE_ACTOR
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
+        _check_actor(self.actor)
         if self.query not in QUERY_KINDS:
             raise ValueError(f"query must be one of {', '.join(QUERY_KINDS)}")
         if (self.subject is None) == (self.query in SUBJECT_QUERIES):
@@ -219,9 +240,11 @@ class Close:
 
     case_id: str
     case_tx: bytes
+    actor: bytes = NODE_ACTOR
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
+        _check_actor(self.actor)
         if len(self.case_tx) != DIGEST_SIZE:
             raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
 
@@ -266,9 +289,11 @@ class PsiRun:
     result_size: int
     outcome: str
     finished_ms: int
+    actor: bytes = NODE_ACTOR
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
+        _check_actor(self.actor)
         if len(self.case_tx) != DIGEST_SIZE:
             raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
         if len(self.run_id) != PSI_RUN_ID_SIZE:
@@ -287,9 +312,82 @@ class PsiRun:
             raise ValueError("a run that did not complete has no result")
 
 
-Body = Report | Link | Case | Approve | Access | Close | PsiRun
+# How a reporting member answered a disclosure request (``node.disclosure``): it sent
+# the identifier, its operator refused, it holds no identifier for the entity, or the
+# entity is outside the case's scope and graph depth as its own ledger shows it.
+DISCLOSURE_OUTCOMES = ("allowed", "denied", "unknown", "outside_scope")
+DISCLOSURE_REQUEST_ID_SIZE = 16
+
+
+@dataclass(frozen=True)
+class DisclosureRequest:
+    """A member's request, under a case, for the clear identifier behind one entity
+    from the members that reported it. The requesting member is the signer; the
+    identifier itself never goes on the ledger, only the entity's pseudonym."""
+
+    kind: ClassVar[str] = "disclosure_request"
+
+    case_id: str
+    case_tx: bytes  # the exact case transaction, as ``Approve`` names it
+    request_id: bytes
+    entity: EntityRef
+    requested_ms: int
+    actor: bytes = NODE_ACTOR  # the requesting user, as on the other records
+
+    def __post_init__(self) -> None:
+        _check_actor(self.actor)
+        _check_case_id(self.case_id)
+        if len(self.case_tx) != DIGEST_SIZE:
+            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        if len(self.request_id) != DISCLOSURE_REQUEST_ID_SIZE:
+            raise ValueError(
+                f"request_id must be {DISCLOSURE_REQUEST_ID_SIZE} bytes, got {len(self.request_id)}"
+            )
+
+
+@dataclass(frozen=True)
+class DisclosureAnswer:
+    """A reporting member's answer to one disclosure request: who asked, the outcome;
+    never the identifier (it travels to the requester over the secure channel only).
+    The answering member is the signer."""
+
+    kind: ClassVar[str] = "disclosure_answer"
+
+    request_id: bytes
+    request_tx: bytes
+    requester: str
+    outcome: str
+    answered_ms: int
+    actor: bytes = NODE_ACTOR  # the operator who allowed or denied; the node's own by policy
+
+    def __post_init__(self) -> None:
+        _check_actor(self.actor)
+        if len(self.request_id) != DISCLOSURE_REQUEST_ID_SIZE:
+            raise ValueError(
+                f"request_id must be {DISCLOSURE_REQUEST_ID_SIZE} bytes, got {len(self.request_id)}"
+            )
+        if len(self.request_tx) != DIGEST_SIZE:
+            raise ValueError(f"request_tx must be {DIGEST_SIZE} bytes, got {len(self.request_tx)}")
+        if self.outcome not in DISCLOSURE_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(DISCLOSURE_OUTCOMES)}")
+
+
+Body = (
+    Report | Link | Case | Approve | Access | Close | PsiRun | DisclosureRequest | DisclosureAnswer
+)
 BODY_TYPES: dict[str, type[Body]] = {
-    cls.kind: cls for cls in (Report, Link, Case, Approve, Access, Close, PsiRun)
+    cls.kind: cls
+    for cls in (
+        Report,
+        Link,
+        Case,
+        Approve,
+        Access,
+        Close,
+        PsiRun,
+        DisclosureRequest,
+        DisclosureAnswer,
+    )
 }
 KIND_ROLES: dict[str, frozenset[str]] = {
     "report": frozenset({"reporter"}),
@@ -300,6 +398,9 @@ KIND_ROLES: dict[str, frozenset[str]] = {
     "close": frozenset({"investigator"}),
     # Those who may query may intersect: both members of a run sign its record.
     "psi": frozenset({"investigator", "auditor"}),
+    "disclosure_request": frozenset({"investigator"}),
+    # Only a member that reported the entity is asked, and it answers.
+    "disclosure_answer": frozenset({"reporter"}),
 }
 
 

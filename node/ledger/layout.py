@@ -51,7 +51,9 @@ from consensus.crypto import DIGEST_SIZE, hash_bytes
 # ``node.ledger.attributes``, a case's purpose one of ``PURPOSES`` and its justification
 # committed to (``Case.justification_commitment``). Version 2 ledgers hold bodies this
 # build does not decode.
-FORMAT_VERSION = 3
+# 4: case, approve, close, access and psi bodies carry ``actor``, the acting user's
+# pseudonymous id; version 3 bodies of those kinds do not decode.
+FORMAT_VERSION = 4
 
 DB_BLOCKS = b"blocks"
 DB_TXPOS = b"txpos"

@@ -39,7 +39,7 @@ import httpx
 import nacl.signing
 import trio
 
-from node.client.http import ApiClient, ApiClientError, api_url_of_home
+from node.client.http import ApiClient, ApiClientError, api_url_of_home, auth_headers, token_for
 from node.identifiers.normalize import EntityType, normalize
 from node.identifiers.pseudonym import EntityRef, pseudonym
 from node.ledger.authoring import load_author
@@ -213,13 +213,18 @@ class Feed:
 
 
 async def _post(
-    client: httpx.AsyncClient, url: str, batch: list[bytes], due: float, result: PhaseResult
+    client: httpx.AsyncClient,
+    url: str,
+    batch: list[bytes],
+    due: float,
+    result: PhaseResult,
+    headers: dict[str, str],
 ) -> None:
     result.send_lag_ms.append((trio.current_time() - due) * 1000)
     body = {"txs": [tx.hex() for tx in batch]}
     try:
         response = await client.post(
-            f"{url}/txs", params={"wait": "true", "timeout": "30"}, json=body
+            f"{url}/txs", params={"wait": "true", "timeout": "30"}, json=body, headers=headers
         )
         rows = response.json().get("results", [])
     except (httpx.HTTPError, ValueError):
@@ -255,11 +260,12 @@ async def drive_max(
     urls: Sequence[str], feeds: Sequence[Feed], cfg: BenchConfig, result: PhaseResult
 ) -> None:
     async def worker(client: httpx.AsyncClient, url: str, feed: Feed, stop_at: float) -> None:
+        headers = auth_headers(url)  # the member's local user (``<home>/token``)
         while trio.current_time() < stop_at:
             batch = feed.take(cfg.batch)
             if not batch:
                 return
-            await _post(client, url, batch, trio.current_time(), result)
+            await _post(client, url, batch, trio.current_time(), result, headers)
 
     limits = httpx.Limits(max_connections=cfg.concurrency * len(urls) + 4, keepalive_expiry=1.0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -295,7 +301,7 @@ async def drive_rate(
         send, receive = trio.open_memory_channel[Due](0)
         async with trio.open_nursery() as nursery:
             for _ in range(lanes_per_member):
-                lane = Lane(address.host, address.port or 80)
+                lane = Lane(address.host, address.port or 80, token_for(url))
                 nursery.start_soon(lane_worker, lane, receive)
             async with send:
                 for tick in range(int(cfg.duration_s / interval)):

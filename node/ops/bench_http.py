@@ -21,7 +21,8 @@ MAX_IDLE_S = 2.0
 
 
 class Lane:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
+        self.token = token
         self.host = host
         self.port = port
         self._stream: trio.SocketStream | None = None
@@ -63,6 +64,7 @@ class Lane:
                 ("Host", f"{self.host}:{self.port}"),
                 ("Content-Type", content_type),
                 ("Content-Length", str(len(body))),
+                *([] if self.token is None else [("Authorization", f"Bearer {self.token}")]),
             ],
         )
         await stream.send_all(

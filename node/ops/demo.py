@@ -5,8 +5,12 @@ approvers only), three partners read the justification, check it against the led
 commitment and approve the case, and a trace and a link graph under the case show the
 ring, each query leaving its access record on the ledger first.
 
-Everything goes through the members' own local APIs, as operators would: each
-partner's records are signed with its own key and submitted to its own node. The story
+Everything goes through the members' own local APIs, as people would: each partner's
+records are signed with its own key and submitted to its own node by its reporter; the
+police's investigator (a user of that member) opens the case and queries, and one
+approver per partner approves, each with its own token, so the ledger records who acted
+(``actor``). The demo's users are created once per consortium, their tokens kept in
+``demo-users.json`` (owner-only) in the consortium directory. The story
 is submitted once per consortium (``scenario.json`` in the consortium directory says
 it was); the case is reused while it is active.
 """
@@ -27,6 +31,8 @@ from node.client.text import graph_lines, trace_lines
 from node.client.tracing import TracingClient, refusal
 from node.ledger.authoring import Author, load_author
 from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring
+from node.setup.keys import atomic_write
+from node.setup.users import UserError, add_user
 
 CASE_ID = "RING-2026-001"
 CASE_PURPOSE = "telecom_fraud"
@@ -42,6 +48,11 @@ CASE_JUSTIFICATION = (
 # How long an approver waits for the justification to reach its node.
 JUSTIFICATION_WAIT_S = 15.0
 MARKER = "scenario.json"
+USERS_FILE = "demo-users.json"
+# The people of the demo: per member, a user of each role its genesis roles allow.
+INVESTIGATOR = "inspector-wang"
+APPROVER = "approver"
+REPORTER = "reporter"
 GRAPH_DEPTH = 3
 
 Say = Callable[[str], None]
@@ -56,25 +67,54 @@ class Partner:
     author: Author
     url: str
     roles: frozenset[str]
+    tokens: dict[str, str]  # user role -> the token of the demo's user with it
 
     @property
     def name(self) -> str:
         return self.author.member
 
 
-def partners(homes: Sequence[Path]) -> list[Partner]:
+def partners(homes: Sequence[Path], directory: Path | None = None) -> list[Partner]:
     out = []
+    kept = _demo_users(directory, homes) if directory is not None else {}
     for home in homes:
         author = load_author(home)
         member = next(m for m in author.genesis.members if m.name == author.member)
-        out.append(Partner(author, api_url_of_home(home), frozenset(member.roles)))
+        tokens = kept.get(author.member, {})
+        out.append(Partner(author, api_url_of_home(home), frozenset(member.roles), tokens))
     return out
+
+
+def _demo_users(directory: Path, homes: Sequence[Path]) -> dict[str, dict[str, str]]:
+    """The demo's users' tokens by member and role: read from ``demo-users.json``, or
+    the users created now (an investigator where the member has the role, an approver,
+    a reporter) and kept there, owner-only."""
+    path = directory / USERS_FILE
+    if path.exists():
+        kept: dict[str, dict[str, str]] = json.loads(path.read_text())
+        return kept
+    made: dict[str, dict[str, str]] = {}
+    for home in homes:
+        author = load_author(home)
+        member = next(m for m in author.genesis.members if m.name == author.member)
+        tokens: dict[str, str] = {}
+        people = [(INVESTIGATOR, "investigator"), (APPROVER, "approver"), (REPORTER, "reporter")]
+        for name, role in people:
+            if role not in member.roles:
+                continue
+            try:
+                _, tokens[role] = add_user(home, name, [role], member.roles)
+            except UserError as exc:
+                raise DemoError(f"{author.member}: {exc}") from None
+        made[author.member] = tokens
+    atomic_write(path, json.dumps(made, indent=1).encode(), mode=0o600)
+    return made
 
 
 def investigate(directory: Path, homes: Sequence[Path], say: Say) -> Path:
     """Submit the story (once), open and approve the case (while needed), trace the
     caller and draw the ring; returns the path of the graph file."""
-    team = partners(homes)
+    team = partners(homes, directory)
     try:
         _submit_story(directory, team, say)
         police = _open_case(team, say)
@@ -98,7 +138,8 @@ def _submit_story(directory: Path, team: Sequence[Partner], say: Say) -> None:
     tx_ids: list[str] = []
     for name in dict.fromkeys(member for member, _ in signed):
         txs = [tx for member, tx in signed if member == name]
-        with TracingClient(by_name[name].url) as client:
+        partner = by_name[name]
+        with TracingClient(partner.url, token=partner.tokens.get("reporter")) as client:
             code, answer = client.submit(txs, wait=True, timeout_s=30.0)
         rows = answer["results"]
         if code != 200:
@@ -116,7 +157,7 @@ def _open_case(team: Sequence[Partner], say: Say) -> Partner:
     police = next((p for p in team if "investigator" in p.roles), None)
     if police is None:
         raise DemoError("no member has the investigator role: nobody may open a case")
-    with TracingClient(police.url) as client:
+    with TracingClient(police.url, token=police.tokens.get("investigator")) as client:
         listed = {c["case_id"]: c for c in client.cases()["cases"]}
         case = listed.get(CASE_ID)
         if case is not None and case["state"] == "active":
@@ -130,8 +171,8 @@ def _open_case(team: Sequence[Partner], say: Say) -> Partner:
         now = int(time.time() * 1000)
         if case is None:
             say(
-                f"\n{police.name} opens case {CASE_ID} on {CALLER[1]} for {CASE_PURPOSE}; "
-                "its written justification goes to the approvers only"
+                f"\n{INVESTIGATOR} of {police.name} opens case {CASE_ID} on {CALLER[1]} for "
+                f"{CASE_PURPOSE}; its written justification goes to the approvers only"
             )
             client.open_case(
                 CASE_ID,
@@ -147,12 +188,12 @@ def _open_case(team: Sequence[Partner], say: Say) -> Partner:
         p for p in team if "approver" in p.roles and p is not police and p.name not in already
     ][: max(0, needed - len(already))]
     for partner in approvers:
-        with TracingClient(partner.url) as client:
+        with TracingClient(partner.url, token=partner.tokens.get("approver")) as client:
             _read_justification(partner, client, say)
             _, answer = client.approve(CASE_ID)
         state = (answer.get("case") or {}).get("state", "pending")
-        say(f"  {partner.name:<12} approves: case {state}")
-    with TracingClient(police.url) as client:
+        say(f"  {APPROVER} of {partner.name:<12} approves: case {state}")
+    with TracingClient(police.url, token=police.tokens.get("investigator")) as client:
         state = client.case(CASE_ID)["state"]
     if state != "active":
         raise DemoError(f"case {CASE_ID} is {state} after {len(approvers)} approvals")
@@ -181,14 +222,14 @@ def _read_justification(partner: Partner, client: TracingClient, say: Say) -> No
 
 
 def _needed(police: Partner) -> int:
-    with TracingClient(police.url) as client:
+    with TracingClient(police.url, token=police.tokens.get("investigator")) as client:
         needed = client.cases()["needed"]
     assert isinstance(needed, int)
     return needed
 
 
 def _trace(police: Partner, say: Say) -> None:
-    with TracingClient(police.url) as client:
+    with TracingClient(police.url, token=police.tokens.get("investigator")) as client:
         answer, headers = client.trace(CASE_ID, f"{CALLER[0]}:{CALLER[1]}")
     say(f"\n{police.name} traces {CALLER[1]} under case {CASE_ID}:")
     for line in trace_lines(answer, f"{CALLER[0]}:{CALLER[1]}", headers.get("server-timing")):
@@ -196,7 +237,7 @@ def _trace(police: Partner, say: Say) -> None:
 
 
 def _draw(directory: Path, police: Partner, say: Say) -> Path:
-    with TracingClient(police.url) as client:
+    with TracingClient(police.url, token=police.tokens.get("investigator")) as client:
         answer: dict[str, Any] = client.graph(
             CASE_ID, f"{CALLER[0]}:{CALLER[1]}", depth=GRAPH_DEPTH
         ).json()

@@ -50,6 +50,7 @@ async def record_run(
         result_size,
         outcome,
         run.finished_ms,
+        run.actor,
     )
     # Any unused nonce will do; a random 63-bit one needs no state across restarts.
     nonce = secrets.randbelow(2**63 - 1) + 1

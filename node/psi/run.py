@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from net.wire import PsiFrame
+from node.ledger.kinds import NODE_ACTOR
 from node.psi.crypto import (
     ChunkPool,
     Reblinded,
@@ -90,6 +91,8 @@ class Run:
     started_ms: int = 0
     finished_ms: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # Who started it (the user's actor id); the responder's runs are the node's policy.
+    actor: bytes = NODE_ACTOR
     inbox: trio.MemorySendChannel[bytes] | None = None  # None once the run ended
     outbox: trio.MemoryReceiveChannel[bytes] | None = None
     buffered: int = 0  # bytes received and not yet read by the run

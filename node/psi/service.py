@@ -62,7 +62,7 @@ from net.wire import MAX_PSI_BODY, PsiFrame
 from node.host.peers import peer_statistics
 from node.host.runtime import NodeRuntime
 from node.ledger.cases import CaseRegistry, CaseStatus
-from node.ledger.kinds import KIND_ROLES, PsiRun
+from node.ledger.kinds import KIND_ROLES, NODE_ACTOR, PsiRun
 from node.ledger.store import LedgerStore
 from node.psi.answers import AnswerSet, AnswerSets
 from node.psi.crypto import ChunkPool, Normalised, domain, normalise_chunk, random_scalar
@@ -319,8 +319,11 @@ class PsiService:
             raise Unavailable("not_connected", f"this node has no session with {peer_name!r}")
         return peer, status
 
-    async def start(self, case_id: str, peer_name: str, ids: IdentifierSet) -> Run:
-        """Start a run as its initiator; it goes on in the background (``runs``)."""
+    async def start(
+        self, case_id: str, peer_name: str, ids: IdentifierSet, actor: bytes = NODE_ACTOR
+    ) -> Run:
+        """Start a run as its initiator for the user ``actor``; it goes on in the
+        background (``runs``). The responder's runs are the node's policy (``NODE_ACTOR``)."""
         peer, status = self.check_start(case_id, peer_name)  # again: time has passed
         self._check_size("our", len(ids.values))
         run_id = os.urandom(16)
@@ -328,6 +331,7 @@ class PsiService:
         secrets.SystemRandom().shuffle(values)  # positions must say nothing
         session = PsiSession(Role.INITIATOR, run_id, Plan(len(values), self.chunk))
         run = self._new_run(run_id, Role.INITIATOR, peer, case_id, status, ids, session, values)
+        run.actor = actor
         hello = session.hello(case_id, status.case.tx_id, ids.entity_type)
         self.stats.started += 1
         assert self._nursery is not None

@@ -1,6 +1,7 @@
 """Setting a member up: its node key file (``keys``), the consortium's genesis file
-(``genesis``), its ``config.toml`` (``config``) and the local member layouts that
-``crosstrace init`` and ``testnet`` write (``provision``).
+(``genesis``), its ``config.toml`` (``config``), the local member layouts that
+``crosstrace init`` and ``testnet`` write (``provision``) and the member's users, their
+roles, tokens and actor ids (``users``).
 
 Layer: above ``identifiers``. May import ``node.identifiers``, ``consensus`` and ``net``;
 nothing else in ``node``.

@@ -354,6 +354,26 @@ class PsiSection:
         _validate(self, "psi")
 
 
+DISCLOSURE_POLICIES = ("auto", "queue")
+
+
+@dataclass(frozen=True)
+class DisclosureSection:
+    policy: str = field(
+        default="queue",
+        metadata=_meta(
+            "How this node answers requests for the clear identifier behind an entity it "
+            "reported: auto (at once when the entity is within the case's scope and graph "
+            "depth on this node's ledger) or queue (held for the operator: crosstrace "
+            "disclosure pending, allow, deny).",
+            choices=DISCLOSURE_POLICIES,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "disclosure")
+
+
 @dataclass(frozen=True)
 class LogSection:
     level: str = field(
@@ -376,6 +396,7 @@ class NodeConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     tracing: TracingSection = field(default_factory=TracingSection)
     psi: PsiSection = field(default_factory=PsiSection)
+    disclosure: DisclosureSection = field(default_factory=DisclosureSection)
     log: LogSection = field(default_factory=LogSection)
 
     def __post_init__(self) -> None:
@@ -417,6 +438,7 @@ _SECTION_HELP = {
     "storage": "The ledger database.",
     "tracing": "Tracing queries and private details.",
     "psi": "Private set intersection with other members (crosstrace psi).",
+    "disclosure": "Answering requests for the identifiers this node reported.",
     "log": "Logging.",
 }
 

@@ -2,7 +2,10 @@
 
 A member's home holds its node key (owner-only), its config, its public descriptor
 (what it sends the other members) and, once assembled, the genesis file and the
-consortium's pseudonym key (shared out of band, never on the ledger).
+consortium's pseudonym key (shared out of band, never on the ledger). Both ``init`` and
+``testnet`` also create a user for the local command line (``LOCAL_USER``) and write its
+token to ``<home>/token`` (owner-only): ``init`` an operator only, ``testnet`` every role
+the member's genesis roles allow, plus operator.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from node.setup.genesis import (
     save_genesis,
 )
 from node.setup.keys import atomic_write, generate_key, save_key
+from node.setup.users import ROLE_NEEDS, USER_ROLES, add_user, write_token_file
 
 CONFIG_FILE = "config.toml"
 DESCRIPTOR_FILE = "member.json"
 GENESIS_FILE = "genesis.json"
+LOCAL_USER = "cli"
 
 
 # The layout of a local consortium: member i's institution, and the roles it gets.
@@ -64,8 +69,10 @@ def init_member(
     p2p_listen: str | None = None,
     api_listen: str = "127.0.0.1:8000",
     passphrase: str | None = None,
+    user_roles: Sequence[str] = ("operator",),
 ) -> MemberHome:
-    """Create key, config and descriptor in ``home``; refuses to touch an existing key."""
+    """Create key, config and descriptor in ``home``, and the local user with
+    ``user_roles``; refuses to touch an existing key."""
     config = default_config(name)
     if (home / config.node.key_file).exists() or (home / CONFIG_FILE).exists():
         raise ProvisionError(f"{home} already holds a member (found its key or config)")
@@ -88,7 +95,22 @@ def init_member(
     save_key(home / config.node.key_file, key, passphrase)
     atomic_write(home / CONFIG_FILE, render_config(config).encode(), mode=0o644)
     save_descriptor(home / DESCRIPTOR_FILE, descriptor)
+    local_user(home, user_roles, roles)
     return MemberHome(home, descriptor)
+
+
+def allowed_user_roles(member_roles: Sequence[str]) -> tuple[str, ...]:
+    """Every user role the member's genesis roles allow (operator always)."""
+    held = set(member_roles)
+    return tuple(r for r in USER_ROLES if not ROLE_NEEDS[r] or held & set(ROLE_NEEDS[r]))
+
+
+def local_user(home: Path, roles: Sequence[str], member_roles: Sequence[str]) -> str:
+    """Create the local command line's user with ``roles`` and write its token to
+    ``<home>/token``; returns the token."""
+    _, token = add_user(home, LOCAL_USER, roles, member_roles)
+    write_token_file(home, token)
+    return token
 
 
 def make_testnet(
@@ -118,6 +140,8 @@ def make_testnet(
                 address=f"127.0.0.1:{p2p_base_port + i}",
                 p2p_listen=f"127.0.0.1:{p2p_base_port + i}",
                 api_listen=f"127.0.0.1:{api_base_port + i}",
+                # A local consortium's command line does everything the member may.
+                user_roles=allowed_user_roles(roles),
             )
         )
     genesis = assemble_genesis(

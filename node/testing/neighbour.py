@@ -41,6 +41,7 @@ class Probe:
     url: str
     every_s: float = 0.05
     timeout_s: float = 10.0
+    headers: dict[str, str] = field(default_factory=dict)  # the bearer token, say
     worst_s: float = 0.0
     answered: int = 0
     failures: list[str] = field(default_factory=list)
@@ -58,7 +59,7 @@ class Probe:
             self._thread.join(self.timeout_s + 5)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout_s, trust_env=False) as client:
+        with httpx.Client(timeout=self.timeout_s, trust_env=False, headers=self.headers) as client:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
@@ -108,17 +109,21 @@ def json_junk_body(size: int) -> bytes:
 
 
 def concurrent_posts(
-    url: str, body: bytes, count: int, content_type: str = "application/json"
+    url: str,
+    body: bytes,
+    count: int,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
 ) -> list[int | str]:
-    """``count`` POSTs of ``body`` at once, each from its own thread; the statuses (or
-    the error of a request that got none)."""
+    """``count`` POSTs of ``body`` at once, each from its own thread, with ``headers``
+    besides the content type; the statuses (or the error of a request that got none)."""
     results: list[int | str] = [""] * count
 
     def post(i: int) -> None:
         try:
             with httpx.Client(timeout=120, trust_env=False) as client:
                 results[i] = client.post(
-                    url, content=body, headers={"content-type": content_type}
+                    url, content=body, headers={"content-type": content_type} | (headers or {})
                 ).status_code
         except httpx.HTTPError as exc:
             results[i] = type(exc).__name__
@@ -144,6 +149,7 @@ class SlowBodies:
     declared: int = 1_000_000
     every_s: float = 1.0
     for_s: float = 60.0
+    headers: dict[str, str] = field(default_factory=dict)
     opened: int = 0
     refused: int = 0
     cut_after: list[float] = field(default_factory=list)
@@ -165,8 +171,9 @@ class SlowBodies:
             thread.join(10)
 
     def _run(self, n: int) -> None:
+        extra = "".join(f"{key}: {value}\r\n" for key, value in self.headers.items())
         head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {self.declared}\r\n\r\n"
         ).encode()
         sockets: list[tuple[socket.socket, float]] = []

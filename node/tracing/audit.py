@@ -103,7 +103,8 @@ def _decoded(store: LedgerStore, locations: Sequence[tuple[int, int]]) -> Iterat
         except (DecodeError, TxRejected):
             continue  # not admitted, so never posted: only a damaged store gets here
         if isinstance(body, Access | PsiRun):
-            yield AuditEntry(LedgerEntry(tx_id(data), tx.member, height, index, tx.time_ms), body)
+            entry = LedgerEntry(tx_id(data), tx.member, height, index, tx.time_ms, body.actor)
+            yield AuditEntry(entry, body)
 
 
 def audit_entry_json(item: AuditEntry) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def entry_json(entry: LedgerEntry) -> Json:
         "index": entry.index,
         "time_ms": entry.time_ms,
         "time": format_time_ms(entry.time_ms),
-    }
+    } | ({} if entry.actor is None else {"actor": entry.actor.hex()})
 
 
 def refusal_json(refusal: Refusal) -> Json:

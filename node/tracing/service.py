@@ -53,7 +53,16 @@ from node.ledger.cases import (
     CaseState,
     CaseStatus,
 )
-from node.ledger.kinds import KIND_ROLES, PURPOSES, Access, Approve, Body, Case, Close
+from node.ledger.kinds import (
+    KIND_ROLES,
+    NODE_ACTOR,
+    PURPOSES,
+    Access,
+    Approve,
+    Body,
+    Case,
+    Close,
+)
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS, encode_tx, make_tx
 from node.refusals import Conflict, Forbidden, Invalid, NotFound, Rejected, Unavailable
@@ -275,10 +284,13 @@ class TracingService:
         expires_ms: int,
         *,
         submit: Submit | None = None,
+        actor: bytes = NODE_ACTOR,
     ) -> Committed:
         """Sign and submit a case transaction once every check passed; ``submit`` (by
         default the runtime's) is called with the signed transaction only then, so the
-        caller keeps the justification's details of a case that goes to consensus only."""
+        caller keeps the justification's details of a case that goes to consensus only.
+        ``actor`` is the acting user's pseudonymous id (here and in every change and
+        query below); ``NODE_ACTOR`` when the node acts on its own."""
         self._require_role(OPENER_ROLE, "opening a case")
         check_case_id(case_id)
         check_purpose(purpose)
@@ -313,12 +325,13 @@ class TracingService:
                 window.start_ms,
                 window.end_ms,
                 expires_ms,
+                actor,
             )
         except ValueError as exc:
             raise Invalid("bad_request", str(exc)) from None
         return await self._submit(body, now, submit)
 
-    async def approve(self, case_id: str) -> Committed:
+    async def approve(self, case_id: str, actor: bytes = NODE_ACTOR) -> Committed:
         self._require_role(APPROVER_ROLE, "approving a case")
         status = self._existing(case_id)
         self._check_open(status)
@@ -329,14 +342,14 @@ class TracingService:
                 f"member {self.member!r} already approved case {case_id!r} at height "
                 f"{mine[0].height}",
             )
-        return await self._submit(Approve(case_id, status.case.tx_id), self.clock_ms())
+        return await self._submit(Approve(case_id, status.case.tx_id, actor), self.clock_ms())
 
-    async def close(self, case_id: str) -> Committed:
+    async def close(self, case_id: str, actor: bytes = NODE_ACTOR) -> Committed:
         self._require_role(OPENER_ROLE, "closing a case")
         status = self._existing(case_id)
         if status.state is CaseState.CLOSED:
             raise Conflict("case_closed", status.reason)
-        return await self._submit(Close(case_id, status.case.tx_id), self.clock_ms())
+        return await self._submit(Close(case_id, status.case.tx_id, actor), self.clock_ms())
 
     @staticmethod
     def _check_open(status: CaseStatus) -> None:
@@ -356,6 +369,7 @@ class TracingService:
         run: Callable[[Grant], R],
         *,
         in_thread: bool = True,
+        actor: bytes = NODE_ACTOR,
     ) -> Answer[R]:
         """Authorise, record the access through consensus, then ``run(grant)``.
 
@@ -378,7 +392,7 @@ class TracingService:
             raise kind(decision.code.value, decision.message)
         grant = decision
         authorised = time.perf_counter()
-        access = await self._submit(Access(case_id, query, grant.entity, now), now)
+        access = await self._submit(Access(case_id, query, grant.entity, now, actor), now)
         if not access.committed:
             raise Unavailable(
                 "audit_timeout",
