@@ -3,7 +3,8 @@ processes made with ``testnet`` for the command tests."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from cli import main
 from node.client.http import api_url_of_home
+from node.ops import processes
 from node.ops.ports import free_port_block
 
 
@@ -24,6 +26,19 @@ def make_net(tmp_path: Path) -> tuple[Path, int]:
     result = run("testnet", str(net), "--p2p-port", str(base), "--api-port", str(base + 500))
     assert result.exit_code == 0, result.output
     return net, base + 500
+
+
+@contextmanager
+def consortium_up(directory: Path) -> Iterator[Path]:
+    """A four-member ``testnet`` in ``directory/net`` on free ports, its nodes running as
+    background processes until the block ends."""
+    net, _api = make_net(directory)
+    try:
+        result = run("cluster", "up", str(net))
+        assert result.exit_code == 0, result.output
+        yield net
+    finally:
+        processes.down(net, timeout_s=10)
 
 
 def error_line(result: Result) -> str:

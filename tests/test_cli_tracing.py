@@ -14,13 +14,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from cli_helpers import consortium_up
 from click.testing import CliRunner, Result
 from e2e_cluster import eventually
 
 from cli import main
 from node.client.http import ApiClient, ApiClientError, api_url_of_home
-from node.ops import processes
-from node.ops.ports import free_port_block
 
 PHONE = "phone:+86 138 0013 8000"
 ACCOUNT = "account:6222020200112233445"
@@ -53,14 +52,8 @@ def iso(ms: int) -> str:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = free_port_block(4, offsets=(0, 500))
-    net = tmp_path_factory.mktemp("tracing") / "net"
-    ok("testnet", str(net), "--p2p-port", str(base), "--api-port", str(base + 500))
-    try:
-        ok("cluster", "up", str(net))
+    with consortium_up(tmp_path_factory.mktemp("tracing")) as net:
         yield net
-    finally:
-        processes.down(net, timeout_s=10)
 
 
 def home(net: Path, i: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 from api_helpers import asgi_client
+from cluster_helpers import FAST
 
 from net.transport import Transport
 from net.wire import DisclosureAsk, DisclosureReply, Frame
@@ -29,20 +30,11 @@ from node.identifiers.pseudonym import EntityRef, PseudonymKey, entity_ref
 from node.ledger.kinds import Approve, Body, Case, DisclosureAnswer, DisclosureRequest, Link, Report
 from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
 from node.refusals import Forbidden, NotFound
-from node.setup.genesis import GenesisConsensus
 from node.setup.users import NODE_ACTOR, UserStore, make_user
 from node.testing.cluster import InProcessCluster, local_genesis
 
 pytestmark = pytest.mark.timeout(180)
 
-FAST = GenesisConsensus(
-    checkpoint_interval=5,
-    window=10,
-    max_batch_txs=500,
-    batch_delay_ms=5,
-    view_timeout_ms=800,
-    heartbeat_ms=200,
-)
 POLICE, BANK, TELECOM, HOSTILE = 0, 1, 2, 3
 KEY = PseudonymKey(bytes(range(32)))
 CALLER = normalize("phone", "+86 138 0013 8000")  # in the case's scope

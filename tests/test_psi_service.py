@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from cluster_helpers import FAST
 
 from net.wire import PsiFrame
 from node.identifiers.normalize import normalize
@@ -40,19 +41,10 @@ from node.psi.protocol import (
 from node.psi.run import Run, RunState
 from node.psi.service import PsiService
 from node.refusals import Forbidden, Invalid, NotFound, TooLarge
-from node.setup.genesis import GenesisConsensus
 from node.testing.cluster import InProcessCluster, local_genesis
 
 pytestmark = pytest.mark.timeout(120)
 
-FAST = GenesisConsensus(
-    checkpoint_interval=5,
-    window=10,
-    max_batch_txs=500,
-    batch_delay_ms=5,
-    view_timeout_ms=800,
-    heartbeat_ms=200,
-)
 POLICE, BANK, TELECOM, HOSTILE = 0, 1, 2, 3
 IDENTITY = bytes([1]) + bytes(31)
 ENDED = (RunState.COMPLETED, RunState.FAILED, RunState.REFUSED)

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import trio
 from api_helpers import api_on_cluster, asgi_client
+from cli_helpers import consortium_up
 from click.testing import CliRunner, Result
 from cluster_helpers import make_cluster
 from e2e_cluster import eventually
@@ -36,7 +37,6 @@ from node.api.auth import OPEN, ROUTE_ROLES, roles_for
 from node.client.http import ApiClient, api_url_of_home
 from node.host.assemble import build_runtime, open_store
 from node.ledger.kinds import Approve
-from node.ops import processes
 from node.ops.ports import free_port_block
 from node.setup.users import (
     NODE_ACTOR,
@@ -254,14 +254,8 @@ def ok(*args: str, token: str | None = None) -> Result:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = free_port_block(4, offsets=(0, 500))
-    net = tmp_path_factory.mktemp("users") / "net"
-    ok("testnet", str(net), "--p2p-port", str(base), "--api-port", str(base + 500))
-    try:
-        ok("cluster", "up", str(net))
+    with consortium_up(tmp_path_factory.mktemp("users")) as net:
         yield net
-    finally:
-        processes.down(net, timeout_s=10)
 
 
 def home(net: Path, i: int) -> str:

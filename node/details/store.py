@@ -43,8 +43,8 @@ from node.ledger.env import (
     MiB,
     ReadTxn,
     StoreCorruptError,
-    StoreError,
     WriteTxn,
+    open_for_chain,
 )
 
 DB_DETAILS = b"details"
@@ -52,7 +52,6 @@ DB_BY_TIME = b"by_time"
 DB_OUTBOX = b"outbox"
 DB_DELETED = b"deleted"
 DB_META = b"meta"
-META_CHAIN_ID = b"chain_id"
 SPECS = (
     DbSpec(DB_DETAILS),
     DbSpec(DB_BY_TIME),
@@ -96,7 +95,6 @@ class PrivateStore:
         self._by_time = env.dbs[DB_BY_TIME]
         self._outbox = env.dbs[DB_OUTBOX]
         self._deleted = env.dbs[DB_DELETED]
-        self._meta = env.dbs[DB_META]
 
     @classmethod
     def open(
@@ -107,29 +105,16 @@ class PrivateStore:
         map_size: int = DEFAULT_MAP_SIZE,
         sync: bool = True,
     ) -> PrivateStore:
-        env = Environment(path, SPECS, map_size=map_size, sync=sync)
-        try:
-            store = cls(env)
-            store._claim(chain_id)
-        except BaseException:
-            env.close()
-            raise
-        return store
-
-    def _claim(self, chain_id: str) -> None:
-        def claim(txn: WriteTxn) -> bytes:
-            existing = txn.get(META_CHAIN_ID, db=self._meta)
-            if existing is None:
-                txn.put(META_CHAIN_ID, chain_id.encode(), db=self._meta)
-                return chain_id.encode()
-            return bytes(existing)
-
-        found = self.env.write(claim)
-        if found != chain_id.encode():
-            raise StoreError(
-                f"the private store at {self.env.path} belongs to chain "
-                f"{found.decode(errors='replace')!r}, not {chain_id!r}"
-            )
+        env = open_for_chain(
+            path,
+            SPECS,
+            meta_db=DB_META,
+            chain_id=chain_id,
+            what="the private store",
+            map_size=map_size,
+            sync=sync,
+        )
+        return cls(env)
 
     def close(self) -> None:
         self.env.close()

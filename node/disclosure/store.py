@@ -27,7 +27,14 @@ from typing import TypeVar
 from consensus.codec import DecodeError, decode_value, encode_value
 from node.identifiers.pseudonym import EntityRef
 from node.ledger.application import entity_key
-from node.ledger.env import DbSpec, Environment, MiB, StoreCorruptError, StoreError, WriteTxn
+from node.ledger.env import (
+    DbSpec,
+    Environment,
+    MiB,
+    StoreCorruptError,
+    WriteTxn,
+    open_for_chain,
+)
 
 T = TypeVar("T")
 
@@ -35,7 +42,6 @@ DB_IDENTIFIERS = b"identifiers"
 DB_BY_TIME = b"by_time"
 DB_REQUESTS = b"requests"
 DB_META = b"meta"
-META_CHAIN_ID = b"chain_id"
 SPECS = (DbSpec(DB_IDENTIFIERS), DbSpec(DB_BY_TIME), DbSpec(DB_REQUESTS), DbSpec(DB_META))
 DEFAULT_MAP_SIZE = 16 * MiB
 ROLES = ("requester", "answerer")
@@ -86,35 +92,21 @@ class DisclosureStore:
         self._identifiers = env.dbs[DB_IDENTIFIERS]
         self._by_time = env.dbs[DB_BY_TIME]
         self._requests = env.dbs[DB_REQUESTS]
-        self._meta = env.dbs[DB_META]
 
     @classmethod
     def open(
         cls, path: Path, *, chain_id: str, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True
     ) -> DisclosureStore:
-        env = Environment(path, SPECS, map_size=map_size, sync=sync)
-        try:
-            store = cls(env)
-            store._claim(chain_id)
-        except BaseException:
-            env.close()
-            raise
-        return store
-
-    def _claim(self, chain_id: str) -> None:
-        def claim(txn: WriteTxn) -> bytes:
-            existing = txn.get(META_CHAIN_ID, db=self._meta)
-            if existing is None:
-                txn.put(META_CHAIN_ID, chain_id.encode(), db=self._meta)
-                return chain_id.encode()
-            return bytes(existing)
-
-        found = self.env.write(claim)
-        if found != chain_id.encode():
-            raise StoreError(
-                f"the disclosure store at {self.env.path} belongs to chain "
-                f"{found.decode(errors='replace')!r}, not {chain_id!r}"
-            )
+        env = open_for_chain(
+            path,
+            SPECS,
+            meta_db=DB_META,
+            chain_id=chain_id,
+            what="the disclosure store",
+            map_size=map_size,
+            sync=sync,
+        )
+        return cls(env)
 
     def close(self) -> None:
         self.env.close()

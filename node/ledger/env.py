@@ -346,6 +346,45 @@ class Environment:
             self._env.close()
 
 
+META_CHAIN_ID = b"chain_id"
+
+
+def open_for_chain(
+    path: Path,
+    specs: tuple[DbSpec, ...],
+    *,
+    meta_db: bytes,
+    chain_id: str,
+    what: str,
+    map_size: int = DEFAULT_MAP_SIZE,
+    sync: bool = True,
+) -> Environment:
+    """An environment beside the ledger's that belongs to ``chain_id``: the first open
+    records the chain in ``meta_db``; one of another chain is refused (``StoreError``
+    naming ``what``, e.g. "the private store") and closed again."""
+    env = Environment(path, specs, map_size=map_size, sync=sync)
+    try:
+        meta = env.dbs[meta_db]
+
+        def claim(txn: WriteTxn) -> bytes:
+            existing = txn.get(META_CHAIN_ID, db=meta)
+            if existing is None:
+                txn.put(META_CHAIN_ID, chain_id.encode(), db=meta)
+                return chain_id.encode()
+            return bytes(existing)
+
+        found = env.write(claim)
+        if found != chain_id.encode():
+            raise StoreError(
+                f"{what} at {path} belongs to chain "
+                f"{found.decode(errors='replace')!r}, not {chain_id!r}"
+            )
+    except BaseException:
+        env.close()
+        raise
+    return env
+
+
 def _translate(path: Path, action: str, exc: lmdb.Error) -> StoreError:
     reason = exc.reason if exc.code else str(exc)
     if isinstance(exc, lmdb.DiskError) or exc.code in (28, 27):  # ENOSPC, EFBIG

@@ -71,7 +71,13 @@ _CASE_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/-]*[A-Za-z0-9])?")
 
 
 def _check_commitment(value: bytes | None, name: str) -> None:
-    if value is not None and len(value) != DIGEST_SIZE:
+    if value is not None:
+        _check_digest(value, name)
+
+
+def _check_digest(value: bytes, name: str) -> None:
+    """A transaction id or commitment: exactly one digest long."""
+    if len(value) != DIGEST_SIZE:
         raise ValueError(f"{name} must be {DIGEST_SIZE} bytes, got {len(value)}")
 
 
@@ -171,11 +177,7 @@ class Case:
         _check_actor(self.actor)
         if self.purpose not in PURPOSES:
             raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
-        if len(self.justification_commitment) != DIGEST_SIZE:
-            raise ValueError(
-                f"justification_commitment must be {DIGEST_SIZE} bytes, "
-                f"got {len(self.justification_commitment)}"
-            )
+        _check_digest(self.justification_commitment, "justification_commitment")
         if not self.scope:
             raise ValueError("scope must name at least one entity")
         if len(set(self.scope)) != len(self.scope):
@@ -202,8 +204,7 @@ class Approve:
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
         _check_actor(self.actor)
-        if len(self.case_tx) != DIGEST_SIZE:
-            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        _check_digest(self.case_tx, "case_tx")
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,7 @@ class Close:
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
         _check_actor(self.actor)
-        if len(self.case_tx) != DIGEST_SIZE:
-            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        _check_digest(self.case_tx, "case_tx")
 
 
 # How a private set intersection run ended: "completed", or why it failed
@@ -294,8 +294,7 @@ class PsiRun:
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
         _check_actor(self.actor)
-        if len(self.case_tx) != DIGEST_SIZE:
-            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        _check_digest(self.case_tx, "case_tx")
         if len(self.run_id) != PSI_RUN_ID_SIZE:
             raise ValueError(f"run_id must be {PSI_RUN_ID_SIZE} bytes, got {len(self.run_id)}")
         if self.initiator == self.responder:
@@ -337,8 +336,7 @@ class DisclosureRequest:
     def __post_init__(self) -> None:
         _check_actor(self.actor)
         _check_case_id(self.case_id)
-        if len(self.case_tx) != DIGEST_SIZE:
-            raise ValueError(f"case_tx must be {DIGEST_SIZE} bytes, got {len(self.case_tx)}")
+        _check_digest(self.case_tx, "case_tx")
         if len(self.request_id) != DISCLOSURE_REQUEST_ID_SIZE:
             raise ValueError(
                 f"request_id must be {DISCLOSURE_REQUEST_ID_SIZE} bytes, got {len(self.request_id)}"
@@ -366,8 +364,7 @@ class DisclosureAnswer:
             raise ValueError(
                 f"request_id must be {DISCLOSURE_REQUEST_ID_SIZE} bytes, got {len(self.request_id)}"
             )
-        if len(self.request_tx) != DIGEST_SIZE:
-            raise ValueError(f"request_tx must be {DIGEST_SIZE} bytes, got {len(self.request_tx)}")
+        _check_digest(self.request_tx, "request_tx")
         if self.outcome not in DISCLOSURE_OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(DISCLOSURE_OUTCOMES)}")
 
