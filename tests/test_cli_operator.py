@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cli_helpers import error_line, make_net, run
+from click.testing import Result
 
 from node.ops import processes
 from node.ops.ports import free_port_block
@@ -206,6 +209,37 @@ def test_cluster_up_checks_every_config_before_starting_anything(tmp_path: Path)
     assert not any((net / f"node{i}" / "node.pid").exists() for i in range(4))
 
 
+DEMO_MEMBERS = [
+    ("police-0", 0), ("bank-1", 1), ("telecom-2", 2), ("bank-3", 3), ("telecom-4", 4),
+    ("utility-5", 5),
+]  # fmt: skip
+
+
+def pseudonym_of(graph: dict[str, object], entity_type: str, relation: str) -> str:
+    """The pseudonym of the ``entity_type`` entity at the source of a ``relation`` link."""
+    edges = graph["edges"]
+    assert isinstance(edges, list)
+    name = relation.strip("->")
+    for edge in edges:
+        if edge["relation"] == name and edge["a"]["type"] == entity_type:
+            return str(edge["a"]["pseudonym"])
+    raise AssertionError(f"no {entity_type} {relation} link in the graph")
+
+
+def eventually_ok(
+    action: Callable[[], Result], good: Callable[[str], bool] = lambda _out: True
+) -> str:
+    """``action``'s output once it succeeds and ``good`` holds, within 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        result = action()
+        if result.exit_code == 0 and good(result.output):
+            return result.output
+        if time.monotonic() > deadline:
+            raise AssertionError(result.output)
+        time.sleep(0.3)
+
+
 @pytest.mark.timeout(180)
 def test_demo_starts_a_consortium_shows_the_commits_and_uncovers_the_ring(tmp_path: Path) -> None:
     base = free_port_block(6, offsets=(0, 500))
@@ -240,9 +274,33 @@ def test_demo_starts_a_consortium_shows_the_commits_and_uncovers_the_ring(tmp_pa
         assert "-transferred_to-> account" in graph
         dot = (net / "fraud-ring.dot").read_text()
         assert dot.startswith("digraph") and dot.count("->") == 10
+        # Each partner kept the identifiers behind its records: the first mule, found in
+        # the graph by its pseudonym only, is disclosed under the case once its
+        # reporters' operators allow it (the default policy holds requests for them).
+        assert first.output.count("their identifiers kept for disclosure") == 6
+        found = run(
+            "graph", "phone:+8617023114587", "--case", "RING-2026-001", "--depth", "3",
+            "--format", "json", "--home", str(net / "node0"),
+        )  # fmt: skip
+        assert found.exit_code == 0, found.output
+        mule = pseudonym_of(json.loads(found.output), "account", "-transferred_to->")
+        asked = run("disclose", f"account:{mule}", "--case", "RING-2026-001", "--json",
+                    "--home", str(net / "node0"))  # fmt: skip
+        assert asked.exit_code == 0, asked.output
+        request = json.loads(asked.output)
+        for reporter in request["asked"]:
+            home = net / f"node{[m for m, _ in DEMO_MEMBERS].index(reporter)}"
+            eventually_ok(lambda h=home: run("disclosure", "allow", request["request_id"],
+                                             "--home", str(h)))  # fmt: skip
+        shown = eventually_ok(
+            lambda: run("disclosure", "show", request["request_id"], "--home", str(net / "node0")),
+            lambda out: "6217003320018845671" in out,
+        )
+        assert "allowed" in shown
         audit = run("audit", "--home", str(net / "node0"), "--case", "RING-2026-001")
         assert audit.exit_code == 0, audit.output
-        assert audit.output.count("police-0") == 3  # the trace and the two graph queries
+        # The demo's trace and two graph queries, and the graph query above.
+        assert audit.output.count("police-0") == 4
         # Run again: the consortium exists and runs; the demo reuses it, its story and
         # its case.
         second = run(*args)

@@ -29,8 +29,9 @@ from typing import Any
 from node.client.http import ApiClientError, api_url_of_home
 from node.client.text import graph_lines, trace_lines
 from node.client.tracing import TracingClient, refusal
+from node.identifiers.normalize import normalize
 from node.ledger.authoring import Author, load_author
-from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring
+from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring, fraud_ring_entities
 from node.setup.keys import atomic_write
 from node.setup.users import UserError, add_user
 
@@ -135,21 +136,36 @@ def _submit_story(directory: Path, team: Sequence[Partner], say: Say) -> None:
     except ValueError as exc:
         raise DemoError(str(exc)) from None
     say(f"\nsix partners report what each saw ({len(signed)} records, each through its own node):")
+    named = fraud_ring_entities()
     tx_ids: list[str] = []
     for name in dict.fromkeys(member for member, _ in signed):
-        txs = [tx for member, tx in signed if member == name]
+        mine = [(tx, named[i]) for i, (member, tx) in enumerate(signed) if member == name]
         partner = by_name[name]
         with TracingClient(partner.url, token=partner.tokens.get("reporter")) as client:
-            code, answer = client.submit(txs, wait=True, timeout_s=30.0)
-        rows = answer["results"]
-        if code != 200:
-            bad = next(r for r in rows if not r.get("committed"))
-            raise DemoError(
-                f"{name}: a record did not commit: {bad.get('code')} "
-                f"{bad.get('message') or 'still pending'}"
+            code, answer = client.submit([tx for tx, _ in mine], wait=True, timeout_s=30.0)
+            rows = answer["results"]
+            if code != 200:
+                bad = next(r for r in rows if not r.get("committed"))
+                raise DemoError(
+                    f"{name}: a record did not commit: {bad.get('code')} "
+                    f"{bad.get('message') or 'still pending'}"
+                )
+            # Each member keeps the identifiers behind what it reported, so it can
+            # answer a disclosure request under a case (never on the ledger).
+            client.keep_identifiers(
+                [
+                    {
+                        "type": kind,
+                        "pseudonym": partner.author.entity(kind, raw).pseudonym.hex(),
+                        "identifier": normalize(kind, raw),
+                        "tx_id": row["tx_id"],
+                    }
+                    for row, (_tx, entities) in zip(rows, mine, strict=True)
+                    for kind, raw in entities
+                ]
             )
         tx_ids += [r["tx_id"] for r in rows]
-        say(f"  {name:<12} {len(txs)} records committed")
+        say(f"  {name:<12} {len(mine)} records committed, their identifiers kept for disclosure")
     marker.write_text(json.dumps({"case_id": CASE_ID, "tx_ids": tx_ids}, indent=1) + "\n")
 
 

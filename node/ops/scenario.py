@@ -246,6 +246,13 @@ def fraud_ring(
     return out
 
 
+def fraud_ring_entities() -> list[tuple[tuple[str, str], ...]]:
+    """The (type, identifier) of the entities each transaction of ``fraud_ring`` names, in
+    the same order: what each reporting member keeps for disclosure."""
+    ordered = sorted(STORY, key=lambda r: -r.days_ago)
+    return [(r.subject,) if r.other is None else (r.subject, r.other) for r in ordered]
+
+
 def _day(now_ms: int, days_ago: int) -> str:
     """The UTC date ``days_ago`` days before ``now_ms``, as a date attribute is spelt."""
     when = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC)
