@@ -252,6 +252,13 @@ def test_demo_starts_a_consortium_shows_the_commits_and_uncovers_the_ring(tmp_pa
         assert "7 committed in " in first.output
         assert "all 6 nodes hold the same block" in first.output
         assert f"crosstrace cluster down {net}" in first.output
+        # It ends with police-0's console and its investigator's token.
+        users = json.loads((net / "demo-users.json").read_text())
+        tail = first.output.strip().splitlines()[-2:]
+        assert tail == [
+            f"  http://127.0.0.1:{base + 500}/console/",
+            f"  token: {users['police-0']['investigator']}",
+        ]
         rows = [line for line in first.output.splitlines() if line.startswith("http://")]
         assert len(rows) == 6
         assert len({row.split()[-1] for row in rows}) == 1  # one block hash

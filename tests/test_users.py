@@ -221,6 +221,12 @@ def test_the_open_endpoints_need_no_token(gate: Gate) -> None:
     not_yet = call(gate.app, "GET", "/readyz", None)  # the runtime never started
     assert not_yet.status_code == 503 and not_yet.json()["status"] == "starting"
     assert call(gate.app, "GET", "/metrics", None).status_code == 200
+    page = call(gate.app, "GET", "/console/", None)  # the console's files: no data in them
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'self'; ")
+    assert call(gate.app, "GET", "/console/console.js", None).status_code == 200
+    assert call(gate.app, "GET", "/console/../users.json", None).status_code == 404
+    assert call(gate.app, "GET", "/console/app.py", None).json()["error"] == "not_found"
     document = call(gate.app, "GET", "/openapi.json", None).json()
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     for path, item in document["paths"].items():

@@ -10,7 +10,8 @@ take long (decoding a large block, parsing a large body) goes to a worker thread
 consensus keeps moving.
 
 The API is meant for 127.0.0.1. Every operation but ``/healthz``, ``/readyz``,
-``/metrics`` and ``/openapi.json`` needs the bearer token of one of the member's users
+``/metrics``, ``/openapi.json`` and the console's static files (``/console/``) needs
+the bearer token of one of the member's users
 (``node.setup.users``) holding a role the table in ``node.api.auth`` names for it; what
 a user does under a case is recorded on the ledger with the user's pseudonymous actor
 id. The node still accepts a transaction only with a valid signature of a member's
@@ -43,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 
 from consensus.codec import DecodeError
 from node.api.auth import Authenticate
+from node.api.console import console_routes
 from node.api.details import details_routes
 from node.api.disclosure import disclosure_routes
 from node.api.document import DESCRIPTION, TITLE, VERSION, openapi_document
@@ -429,6 +431,7 @@ def build_app(
             }
         },
     )
+    console_routes(app)  # the investigator's console: static files, node.api.console
     # Inside the guard: who the caller is and whether its roles allow the route.
     app.add_middleware(Authenticate, routes=app.router.routes, users=users)
     # Outermost: a request the guard refuses never reaches routing or a handler.

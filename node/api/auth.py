@@ -3,7 +3,8 @@ one table of the roles each operation needs (``ROUTE_ROLES``).
 
 ``Authenticate`` is ASGI middleware inside the gate (``node.api.guard``): it finds the
 route a request is for, lets the open ones through (``OPEN``: liveness, readiness,
-metrics and the OpenAPI document), and for every other one asks for
+metrics, the OpenAPI document and the console's static files), and for every other one
+asks for
 ``Authorization: Bearer <token>`` of a user holding one of the roles the table names:
 401 ``unauthenticated`` (with ``WWW-Authenticate: Bearer``) without a token, or with
 one that is unknown, revoked or expired (saying which of the last two, never whether a
@@ -38,6 +39,10 @@ OPEN: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
+        # The console's static files (node.api.console): no data, every call it makes
+        # is one of the routes below with the user's token.
+        ("GET", "/console/"),
+        ("GET", "/console/{asset}"),
     }
 )
 # (method, route path) -> the user roles any one of which allows it. HEAD is GET.

@@ -14,7 +14,7 @@ from node.client.http import ApiClient, ApiClientError, api_url_of_home
 from node.commands.options import CONTEXT
 from node.ledger.authoring import AuthoringError, load_author
 from node.ops import processes
-from node.ops.demo import CASE_ID, DemoError, investigate
+from node.ops.demo import CASE_ID, INVESTIGATOR, USERS_FILE, DemoError, console_sign_in, investigate
 from node.ops.processes import ClusterError
 
 # Police, two banks, two telecom operators and a utility: the fraud-ring story needs all six.
@@ -169,6 +169,16 @@ Look around:
 Stop it (a clean stop; the ledgers stay for next time):
   {exe} cluster down {directory}"""
     )
+    console = console_sign_in(directory, [node.home for node in nodes])
+    if console is not None:
+        url, token = console
+        click.echo(
+            f"""
+The investigator's console (in a browser on this host; sign in with the token of
+{INVESTIGATOR}, police's investigator; it is also in {directory}/{USERS_FILE}):
+  {url}
+  token: {token}"""
+        )
 
 
 def _command_name() -> str:

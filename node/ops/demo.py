@@ -125,6 +125,27 @@ def investigate(directory: Path, homes: Sequence[Path], say: Say) -> Path:
         raise DemoError(refusal(exc)) from None
 
 
+def console_sign_in(directory: Path, homes: Sequence[Path]) -> tuple[str, str] | None:
+    """The address of the investigating member's console (``/console/`` on its API) and
+    the token of its investigator (the demo's user), or None when no member has the
+    role."""
+    police = next((p for p in partners(homes, directory) if "investigator" in p.roles), None)
+    if police is None or "investigator" not in police.tokens:
+        return None
+    return f"{police.url}/console/", police.tokens["investigator"]
+
+
+def submit_story(directory: Path, homes: Sequence[Path], say: Say) -> list[Partner]:
+    """The demo's users (created once) and the fraud-ring story on the ledger (once),
+    without the case: for the console's tests, which open their own."""
+    team = partners(homes, directory)
+    try:
+        _submit_story(directory, team, say)
+    except ApiClientError as exc:
+        raise DemoError(refusal(exc)) from None
+    return team
+
+
 def _submit_story(directory: Path, team: Sequence[Partner], say: Say) -> None:
     marker = directory / MARKER
     if marker.exists():
