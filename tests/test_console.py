@@ -257,6 +257,14 @@ def test_an_investigation_through_the_console(world: World) -> None:
     with page.expect_download() as download:
         page.click("#gr-png")
     assert download.value.suggested_filename == "crosstrace-graph.png"
+    with page.expect_download() as svg_download:
+        page.click("#gr-svg")
+    assert svg_download.value.suggested_filename == "crosstrace-graph.svg"
+    svg = Path(svg_download.value.path()).read_text()
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    # Every entity drawn, both mules among them, the path highlighted.
+    assert svg.count("<circle") == len(entities) and svg.count(">account ") == 2
+    assert 'stroke="#d60"' in svg
     shot(page, "console-graph.png")
 
     page.click("#gr-disclose")

@@ -404,6 +404,45 @@
     a.remove();
   }));
 
+  // The picture as SVG, drawn from the graph's own positions and colours (the SVG
+  // plugins for Cytoscape.js are GPL; this project is Apache-2.0). Visible elements only,
+  // so the relation and member filters apply.
+  function graphSvg(cy) {
+    const esc = (s) => String(s).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
+    const box = cy.elements(":visible").boundingBox();
+    const pad = 30;
+    const parts = [];
+    cy.edges(":visible").forEach((e) => {
+      const a = e.source().position();
+      const b = e.target().position();
+      const colour = e.hasClass("path") ? "#d60" : e.data("colour");
+      const width = e.hasClass("path") ? 5 : 2;
+      parts.push(`<line x1="${a.x}" y1="${a.y}" x2="${b.x}" y2="${b.y}" stroke="${esc(colour)}" stroke-width="${width}" marker-end="url(#arrow)"/>`);
+      parts.push(`<text x="${(a.x + b.x) / 2}" y="${(a.y + b.y) / 2 - 3}" font-size="8" text-anchor="middle">${esc(e.data("label"))}</text>`);
+    });
+    cy.nodes(":visible").forEach((n) => {
+      const p = n.position();
+      const stroke = n.hasClass("path") ? ' stroke="#d60" stroke-width="4"' : (n.data("root") ? ' stroke="#000" stroke-width="4"' : "");
+      parts.push(`<circle cx="${p.x}" cy="${p.y}" r="15" fill="${esc(n.data("colour"))}"${stroke}/>`);
+      parts.push(`<text x="${p.x}" y="${p.y + 28}" font-size="10" text-anchor="middle">${esc(n.data("label"))}</text>`);
+    });
+    const view = [box.x1 - pad, box.y1 - pad, box.w + 2 * pad, box.h + 2 * pad].join(" ");
+    return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="${view}" font-family="sans-serif">` +
+      '<defs><marker id="arrow" viewBox="0 0 10 10" refX="24" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>' +
+      `<rect x="${box.x1 - pad}" y="${box.y1 - pad}" width="${box.w + 2 * pad}" height="${box.h + 2 * pad}" fill="#fff"/>` +
+      parts.join("") + "</svg>";
+  }
+  $("gr-svg").addEventListener("click", () => act(async () => {
+    if (!state.cy) throw new ApiError("draw a graph first");
+    const blob = new Blob([graphSvg(state.cy)], { type: "image/svg+xml" });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "crosstrace-graph.svg";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  }));
+
   // -- disclosures --------------------------------------------------------------------
   async function loadDisclosures() {
     const data = await api("GET", "/disclosures");
