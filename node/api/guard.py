@@ -34,6 +34,8 @@ from typing import cast
 import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from node.api.errors import error_body
+
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -300,7 +302,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 async def _respond(
     send: Send, status: int, code: str, message: str, extra: dict[str, str] | None = None
 ) -> None:
-    body = json.dumps({"error": code, "message": message}).encode()
+    body = json.dumps(error_body(code, message)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -123,18 +123,7 @@ class ApiClient:
     ) -> tuple[int, dict[str, Any]]:
         """Submit signed transactions; the status (200 committed, 202 accepted or still
         pending, 422 all refused) and the answer with one result per transaction."""
-        params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
-        response = self._request(
-            "POST",
-            "/txs",
-            json={"txs": [tx.hex() for tx in txs]},
-            params=params,
-            ok=(200, 202, 422),
-            extra_timeout_s=timeout_s if wait else 0.0,
-        )
-        body = self._json(response)
-        assert isinstance(body, dict)
-        return response.status_code, body
+        return self._post_waiting("/txs", {"txs": [tx.hex() for tx in txs]}, wait, timeout_s)
 
     def tx(self, tx_id: str) -> dict[str, Any]:
         answer = self._call("GET", f"/txs/{tx_id}")
@@ -162,13 +151,20 @@ class ApiClient:
     ) -> tuple[int, dict[str, Any]]:
         """A signed report, link or case with the private details it commits to
         (``POST /details``); the answer has the shape of ``submit``'s."""
-        params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
         body: dict[str, Any] = {"tx": tx.hex(), "salt": salt.hex(), "details": details}
         if share_with is not None:
             body["share_with"] = list(share_with)
+        return self._post_waiting("/details", body, wait, timeout_s)
+
+    def _post_waiting(
+        self, path: str, body: dict[str, Any], wait: bool, timeout_s: float
+    ) -> tuple[int, dict[str, Any]]:
+        """POST transactions; with ``wait`` the node answers once they commit (200), or
+        after ``timeout_s`` (202), so the HTTP timeout grows by as much."""
+        params = {"wait": "true", "timeout": f"{timeout_s:g}"} if wait else {}
         response = self._request(
             "POST",
-            "/details",
+            path,
             json=body,
             params=params,
             ok=(200, 202, 422),
