@@ -59,6 +59,7 @@ from node.ops.ports import free_port_block
 from node.setup.config import load_config
 from node.setup.genesis import Genesis, GenesisConsensus, assemble_genesis, save_genesis
 from node.setup.provision import CONFIG_FILE, GENESIS_FILE, init_member
+from node.setup.users import add_user
 
 KEY = PseudonymKey(hash_bytes("api-trace-bench", b"consortium pseudonym key"))
 MEMBERS = tb.MEMBERS[:4]  # the opener and the approvers of trace_bench's cases
@@ -67,7 +68,7 @@ PARTNER_ROLES = ("reporter", "approver", "auditor")
 Answer = tuple[bytes, str]  # the body and the Server-Timing header
 
 
-def provision(base: Path, blocks: int) -> tuple[Genesis, list[Path], str]:
+def provision(base: Path, blocks: int) -> tuple[Genesis, list[Path], str, str]:
     """Four member homes on 127.0.0.1 with a shared genesis and pseudonym key; returns
     the genesis, the homes and member 0's API URL.
 
@@ -99,7 +100,9 @@ def provision(base: Path, blocks: int) -> tuple[Genesis, list[Path], str]:
     for home in homes:
         save_genesis(home.path / GENESIS_FILE, genesis)
         KEY.save(home.path / "pseudonym.key")
-    return genesis, [home.path for home in homes], f"http://127.0.0.1:{port + 500}"
+    # The queries are an investigator's, with that user's token (init makes an operator).
+    _user, token = add_user(homes[0].path, "investigator", ["investigator"], POLICE_ROLES)
+    return genesis, [home.path for home in homes], f"http://127.0.0.1:{port + 500}", token
 
 
 def renice(pid: int | None, niceness: int) -> None:
@@ -169,13 +172,16 @@ class Client:
     """HTTP/1.1 with keep-alive over the standard library: the lightest Python client,
     so the figures are the node's and not a client library's."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         host, port = urlsplit(url).hostname, urlsplit(url).port
         self.connection = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=60)
+        self.authorization = f"Bearer {token}"
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Answer:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {} if payload is None else {"content-type": "application/json"}
+        headers = {"authorization": self.authorization}
+        if payload is not None:
+            headers["content-type"] = "application/json"
         self.connection.request(method, path, body=payload, headers=headers)
         response = self.connection.getresponse()
         data = response.read()
@@ -188,11 +194,11 @@ class Client:
 
 
 def measure(
-    url: str, plan: Sequence[dict[str, str]], queries: int, depth: int
+    url: str, token: str, plan: Sequence[dict[str, str]], queries: int, depth: int
 ) -> dict[str, dict[str, list[float]]]:
     """One query at a time, as an investigator's tool would send them."""
     samples: dict[str, dict[str, list[float]]] = {}
-    client = Client(url)
+    client = Client(url, token)
     try:
         for kind in ("trace", "graph"):
             rows: dict[str, list[float]] = {
@@ -293,7 +299,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         blocks = -(-args.records // args.block_txs) + 1
-        genesis, homes, url = provision(base, blocks)
+        genesis, homes, url, token = provision(base, blocks)
         plan = build_ledger(args, data_dir(homes[0]), genesis)
         size = sum(f.stat().st_size for f in data_dir(homes[0]).iterdir())
         print(f"  {size / 2**20:,.0f} MiB on disk; copied to the other three members", flush=True)
@@ -309,7 +315,7 @@ def main() -> None:
                 "to member 0's API, one at a time",
                 flush=True,
             )
-            samples = measure(url, plan, args.queries, args.depth)
+            samples = measure(url, token, plan, args.queries, args.depth)
         finally:
             processes.down(base)
     report(samples, args.depth)
