@@ -10,6 +10,7 @@ from node.commands.cases import audit, case
 from node.commands.cluster import cluster, demo
 from node.commands.details import details
 from node.commands.disclosure import disclose, disclosure
+from node.commands.dkg import dkg
 from node.commands.ledger import verify_ledger_command
 from node.commands.operator import peers, status, submit
 from node.commands.options import CONTEXT
@@ -55,6 +56,7 @@ for command in (
     disclose,
     disclosure,
     user,
+    dkg,
 ):
     main.add_command(command)
 

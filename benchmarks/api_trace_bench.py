@@ -4,7 +4,10 @@
 The ledger is ``trace_bench.py``'s (``--records`` reports and links over Zipf-popular
 entities in fraud-ring clusters, sixteen active cases of 64 entities), except that
 every entity's pseudonym is derived from a clear identifier with the consortium key,
-so queries can name entities as an investigator does: ``phone:+86 170 ...``. It is
+so queries can name entities as an investigator does: ``phone:+86 170 ...``. The key is
+one the benchmark dealt the members itself (``node.testing.dealer``, test fixtures
+only), so it can write the ledger offline; the nodes still evaluate each query's
+pseudonym with the threshold protocol, which is part of the latency measured. It is
 built once and copied to the data directories of four member homes, which run as real
 ``crosstrace start`` processes on 127.0.0.1 (TCP with Noise between them, fsync on,
 default consensus parameters but for a watermark window that reaches past the
@@ -51,17 +54,17 @@ from urllib.parse import urlsplit
 
 import trace_bench as tb
 
-from consensus.crypto import hash_bytes
-from node.identifiers.pseudonym import PseudonymKey
 from node.ledger.store import LedgerStore
 from node.ops import processes
 from node.ops.ports import free_port_block
 from node.setup.config import load_config
-from node.setup.genesis import Genesis, GenesisConsensus, assemble_genesis, save_genesis
+from node.setup.genesis import Genesis, GenesisConsensus, assemble_draft, save_genesis
 from node.setup.provision import CONFIG_FILE, GENESIS_FILE, init_member
+from node.setup.shares import save_share
 from node.setup.users import add_user
+from node.testing.dealer import KeyedPseudonyms, dealt_genesis, key_from_label
 
-KEY = PseudonymKey(hash_bytes("api-trace-bench", b"consortium pseudonym key"))
+KEY = key_from_label("api-trace-bench")
 MEMBERS = tb.MEMBERS[:4]  # the opener and the approvers of trace_bench's cases
 POLICE_ROLES = ("reporter", "investigator", "approver", "auditor")
 PARTNER_ROLES = ("reporter", "approver", "auditor")
@@ -69,7 +72,7 @@ Answer = tuple[bytes, str]  # the body and the Server-Timing header
 
 
 def provision(base: Path, blocks: int) -> tuple[Genesis, list[Path], str, str]:
-    """Four member homes on 127.0.0.1 with a shared genesis and pseudonym key; returns
+    """Four member homes on 127.0.0.1 with a shared genesis and dealt pseudonym key shares; returns
     the genesis, the homes and member 0's API URL.
 
     The ledger is built outside consensus, so no checkpoint covers it: the watermark
@@ -91,15 +94,17 @@ def provision(base: Path, blocks: int) -> tuple[Genesis, list[Path], str, str]:
     ]
     interval = GenesisConsensus().checkpoint_interval
     window = max(GenesisConsensus().window, (2 * blocks // interval + 10) * interval)
-    genesis = assemble_genesis(
+    draft = assemble_draft(
         tb.CHAIN_ID,
         [home.descriptor for home in homes],
         case_approvals=3,
         params=GenesisConsensus(window=window),
     )
-    for home in homes:
+    genesis, shares, _ = dealt_genesis(draft, KEY)
+    for home, share in zip(homes, shares, strict=True):
         save_genesis(home.path / GENESIS_FILE, genesis)
-        KEY.save(home.path / "pseudonym.key")
+        share_file = load_config(home.config_file).tracing.pseudonym_share_file
+        save_share(share_file, share, None)
     # The queries are an investigator's, with that user's token (init makes an operator).
     _user, token = add_user(homes[0].path, "investigator", ["investigator"], POLICE_ROLES)
     return genesis, [home.path for home in homes], f"http://127.0.0.1:{port + 500}", token
@@ -138,7 +143,9 @@ def build_ledger(args: argparse.Namespace, path: Path, genesis: Genesis) -> list
     tb.NOW = int(time.time() * 1000)
     work = tb.Workload(args)
     clear = [clear_identifier(n) for n in range(len(work.entities))]
-    work.entities = [KEY.ref(*text.split(":", 1)) for text in clear]
+    work.entities = KeyedPseudonyms(KEY).refs(
+        [(kind, value) for kind, _, value in (text.partition(":") for text in clear)]
+    )
     by_ref = dict(zip(work.entities, clear, strict=True))
     print(
         f"build a ledger of {args.records:,} records over {len(work.entities):,} entities "

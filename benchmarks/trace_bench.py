@@ -40,7 +40,8 @@ from node.ledger.kinds import Link as LinkBody
 from node.ledger.layout import case_key
 from node.ledger.store import BlockIndex, CaseRole, LedgerStore, Link, TxIndex
 from node.ledger.transactions import Transaction, encode_tx, tx_id
-from node.setup.genesis import Genesis, Member, assemble_genesis
+from node.setup.genesis import Genesis, Member, assemble_draft
+from node.testing.dealer import dealt_genesis
 from node.tracing.queries import Grant, Tracer
 
 CHAIN_ID = "trace-bench"
@@ -64,7 +65,9 @@ def make_genesis() -> Genesis:
         )
         for i, name in enumerate(MEMBERS)
     ]
-    return assemble_genesis(CHAIN_ID, members, 3, genesis_time="2025-01-31T12:00:00Z")
+    draft = assemble_draft(CHAIN_ID, members, 3, genesis_time="2025-01-31T12:00:00Z")
+    # A fixed test-only dealing, so every run's genesis (and ledger) is the same.
+    return dealt_genesis(draft, seed="trace-bench")[0]
 
 
 class Workload:

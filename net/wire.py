@@ -144,8 +144,111 @@ class DisclosureReply:
             raise ValueError(f"reason is at most {MAX_DISCLOSURE_REASON} characters")
 
 
+# Threshold pseudonyms (``node.pseudonyms``): a member asks others to evaluate the OPRF
+# on blinded points; each answers with its share's evaluations and a proof, or a
+# refusal with the reason. The requester retries elsewhere on its own timer, so neither
+# frame is droppable-critical, but neither is gossip: both go to one member.
+EVAL_REQUEST_ID_SIZE = 16
+MAX_EVAL_POINTS = 10_000
+EVAL_POINT_SIZE = 32
+EVAL_PURPOSES = ("report", "query")
+# ``ok`` carries the points and the proof; every other outcome is a refusal whose reason
+# the requester shows its caller (quota and case refusals are policy, not faults).
+EVAL_OUTCOMES = (
+    "ok",
+    "over_quota",
+    "no_case",
+    "not_your_case",
+    "case_inactive",
+    "bad_request",
+    "busy",
+)
+MAX_EVAL_REASON = 512
+MAX_EVAL_CASE_ID = 64
+
+
+def _check_points(points: tuple[bytes, ...], what: str) -> None:
+    if len(points) > MAX_EVAL_POINTS:
+        raise ValueError(f"{what}: at most {MAX_EVAL_POINTS} points, got {len(points)}")
+    for i, point in enumerate(points):
+        if len(point) != EVAL_POINT_SIZE:
+            raise ValueError(f"{what}[{i}] must be {EVAL_POINT_SIZE} bytes, got {len(point)}")
+
+
+@FRAMES.register(180)
+@dataclass(frozen=True)
+class EvalRequest:
+    """Evaluate your share on ``points`` (blinded; you learn nothing of the
+    identifiers) for ``purpose``; ``indices`` is the evaluating set (1-based genesis
+    positions, you among them), which fixes your Lagrange weight. ``height`` is the
+    requester's ledger height, so a case it sees is judged once you see it too."""
+
+    request_id: bytes
+    purpose: str
+    case_id: str
+    height: int
+    indices: tuple[int, ...]
+    points: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.request_id) != EVAL_REQUEST_ID_SIZE:
+            raise ValueError(f"request_id must be {EVAL_REQUEST_ID_SIZE} bytes")
+        if self.purpose not in EVAL_PURPOSES:
+            raise ValueError(f"purpose must be one of {', '.join(EVAL_PURPOSES)}")
+        if (self.purpose == "query") != bool(self.case_id):
+            raise ValueError("a query evaluation names its case, a report evaluation none")
+        if len(self.case_id) > MAX_EVAL_CASE_ID:
+            raise ValueError(f"case_id is at most {MAX_EVAL_CASE_ID} characters")
+        if self.height < 0:
+            raise ValueError("height must not be negative")
+        if not 2 <= len(self.indices) <= 64 or len(set(self.indices)) != len(self.indices):
+            raise ValueError("indices must be 2 to 64 distinct member positions")
+        if any(i < 1 or i > 64 for i in self.indices):
+            raise ValueError("indices are 1-based member positions, at most 64")
+        if not self.points:
+            raise ValueError("points must not be empty")
+        _check_points(self.points, "points")
+
+
+@FRAMES.register(181)
+@dataclass(frozen=True)
+class EvalReply:
+    """The answer to one ``EvalRequest``: on ``ok`` one point per requested point and
+    the batched DLEQ proof (``challenge``, ``response``); otherwise no points and the
+    reason."""
+
+    request_id: bytes
+    outcome: str
+    reason: str
+    points: tuple[bytes, ...]
+    challenge: bytes
+    response: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.request_id) != EVAL_REQUEST_ID_SIZE:
+            raise ValueError(f"request_id must be {EVAL_REQUEST_ID_SIZE} bytes")
+        if self.outcome not in EVAL_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(EVAL_OUTCOMES)}")
+        if len(self.reason) > MAX_EVAL_REASON:
+            raise ValueError(f"reason is at most {MAX_EVAL_REASON} characters")
+        _check_points(self.points, "points")
+        if self.outcome == "ok":
+            if not self.points or len(self.challenge) != 32 or len(self.response) != 32:
+                raise ValueError("an ok reply carries points and a 32-byte challenge and response")
+        elif self.points or self.challenge or self.response:
+            raise ValueError("a refusal carries no points and no proof")
+
+
 Frame = (
-    Message | TxGossip | PrivateDetails | DetailsAck | PsiFrame | DisclosureAsk | DisclosureReply
+    Message
+    | TxGossip
+    | PrivateDetails
+    | DetailsAck
+    | PsiFrame
+    | DisclosureAsk
+    | DisclosureReply
+    | EvalRequest
+    | EvalReply
 )
 
 

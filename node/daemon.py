@@ -33,12 +33,14 @@ from node.disclosure.store import DisclosureStore
 from node.host.assemble import build_runtime
 from node.host.mempool import Mempool
 from node.host.runtime import NodeRuntime
-from node.identifiers.pseudonym import PseudonymKeyError
 from node.ledger.store import LedgerStore, StoreError
+from node.pseudonyms.service import PseudonymService
+from node.pseudonyms.store import PseudonymStore
 from node.psi.service import PsiService
 from node.setup.config import ConfigError, NodeConfig, load_config
 from node.setup.genesis import Genesis, GenesisError, load_genesis, split_host_port
 from node.setup.keys import KeyFileError, NodeKey, load_key
+from node.setup.shares import PseudonymShare, PseudonymShareError, check_share, load_share
 from node.setup.users import UserStore
 from node.tracing.service import TracingService
 
@@ -58,6 +60,7 @@ class NodeFiles:
     genesis: Genesis
     key: NodeKey
     index: int
+    share: PseudonymShare | None = None
 
 
 def load_node_files(config_path: Path, passphrase: str | None) -> NodeFiles:
@@ -97,7 +100,33 @@ def load_node_files(config_path: Path, passphrase: str | None) -> NodeFiles:
         )
     index = genesis.member_index(key.public_key)
     assert index is not None
-    return NodeFiles(config_path, config, genesis, key, index)
+    share = load_member_share(config.tracing.pseudonym_share_file, passphrase, genesis, index)
+    return NodeFiles(config_path, config, genesis, key, index, share)
+
+
+def load_member_share(
+    path: Path, passphrase: str | None, genesis: Genesis, index: int
+) -> PseudonymShare | None:
+    """This member's share of the pseudonym key, checked against the genesis. A missing
+    file is not fatal (cases, reports of known pseudonyms and the audit trail work;
+    pseudonymising is refused with the reason); a wrong one stops the start."""
+    if not path.exists():
+        log.warning(
+            "no pseudonym key share at %s: identifiers cannot be pseudonymised until the "
+            "key ceremony's share is installed and the node restarted",
+            path,
+        )
+        return None
+    try:
+        share = load_share(path, passphrase)
+        check_share(share, genesis, str(path))
+    except PseudonymShareError as exc:
+        raise StartupError(str(exc)) from None
+    if share.index != index + 1:
+        raise StartupError(
+            f"{path}: this is member {share.index}'s share, not member {index + 1}'s"
+        )
+    return share
 
 
 def dial_addresses(files: NodeFiles) -> list[tuple[str, int]]:
@@ -215,36 +244,60 @@ async def _run_node(
     task_status: trio.TaskStatus[int],
 ) -> None:
     config, genesis = files.config, files.genesis
+    # Counts, evaluation log and own results live in an environment of their own too.
     try:
-        # Before the runtime runs: the case registry is loaded, then kept current.
-        tracing = TracingService.for_node(
-            runtime, store, genesis, config.tracing.pseudonym_key_file
-        )
-    except PseudonymKeyError as exc:
-        raise StartupError(str(exc)) from None
-    psi = PsiService.from_config(runtime, store, genesis, config.psi)  # hooks the runtime too
-    # Kept identifiers live in an environment of their own too, never in the ledger's.
-    try:
-        disclosure_store = DisclosureStore.open(
-            config.node.data_dir / "disclosure", chain_id=genesis.chain_id, sync=config.storage.sync
+        pseudonym_store = PseudonymStore.open(
+            config.node.data_dir / "pseudonyms", chain_id=genesis.chain_id, sync=config.storage.sync
         )
     except StoreError as exc:
         raise StartupError(str(exc)) from None
-    disclosure = DisclosureService(
-        runtime,
-        store,
-        genesis,
-        disclosure_store,
-        key=tracing.pseudonym_key,
-        policy=config.disclosure.policy,
-        retention_ms=config.tracing.retention_days * DAY_MS,
-    )
     try:
-        await _serve_node(
-            files, store, transport, runtime, details, tracing, psi, disclosure, task_status
+        # Before the runtime runs: the case registries are loaded, then kept current.
+        pseudonyms = PseudonymService(
+            runtime,
+            store,
+            genesis,
+            pseudonym_store,
+            files.share,
+            retention_ms=config.tracing.retention_days * DAY_MS,
         )
+        tracing = TracingService.attach(runtime, store, genesis, pseudonyms)
+        psi = PsiService.from_config(runtime, store, genesis, config.psi)  # hooks the runtime too
+        # Kept identifiers live in an environment of their own too, never in the ledger's.
+        try:
+            disclosure_store = DisclosureStore.open(
+                config.node.data_dir / "disclosure",
+                chain_id=genesis.chain_id,
+                sync=config.storage.sync,
+            )
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            disclosure = DisclosureService(
+                runtime,
+                store,
+                genesis,
+                disclosure_store,
+                pseudonyms=pseudonyms,
+                policy=config.disclosure.policy,
+                retention_ms=config.tracing.retention_days * DAY_MS,
+            )
+            await _serve_node(
+                files,
+                store,
+                transport,
+                runtime,
+                details,
+                tracing,
+                psi,
+                disclosure,
+                pseudonyms,
+                task_status,
+            )
+        finally:
+            disclosure_store.close()
     finally:
-        disclosure_store.close()
+        pseudonym_store.close()
 
 
 async def _serve_node(
@@ -256,12 +309,14 @@ async def _serve_node(
     tracing: TracingService,
     psi: PsiService,
     disclosure: DisclosureService,
+    pseudonyms: PseudonymService,
     task_status: trio.TaskStatus[int],
 ) -> None:
     config, genesis = files.config, files.genesis
     async with trio.open_nursery() as nursery:
         port = await nursery.start(transport.run)
         await nursery.start(runtime.run)
+        await nursery.start(pseudonyms.run)
         await nursery.start(details.run)
         await nursery.start(psi.run)
         await nursery.start(disclosure.run)
@@ -275,6 +330,7 @@ async def _serve_node(
                 tracing=tracing,
                 psi=psi,
                 disclosure=disclosure,
+                pseudonyms=pseudonyms,
                 guard=GuardPolicy(
                     allowed_names(api_host), body_deadline_s=config.api.body_timeout_s
                 ),

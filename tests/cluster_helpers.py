@@ -7,13 +7,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from consensus.codec import encode_value
-from node.identifiers.pseudonym import entity_ref
+from node.identifiers.pseudonym import EntityRef
 from node.ledger.kinds import Report
 from node.ledger.transactions import encode_tx, make_tx
 from node.setup.genesis import GenesisConsensus
-from node.testing.cluster import InProcessCluster, local_genesis
+from node.testing.cluster import InProcessCluster, local_genesis, local_pseudonyms
 
-PSEUDONYM_KEY = bytes(range(32))
 FAST = GenesisConsensus(
     checkpoint_interval=5,
     window=10,
@@ -24,10 +23,16 @@ FAST = GenesisConsensus(
 )
 
 
+def cluster_ref(cluster: InProcessCluster, entity_type: str, raw: str) -> EntityRef:
+    """The pseudonym the cluster's members evaluate together, computed offline with the
+    key the test-only dealer split among them (``node.testing.dealer``)."""
+    return local_pseudonyms(cluster.genesis).refs([(entity_type, raw)])[0]
+
+
 def report_tx(cluster: InProcessCluster, member: int, i: int, now_ms: int) -> bytes:
     phone = f"+86 138 {i // 10000 % 10000:04d} {i % 10000:04d}"
     body = Report(
-        subject=entity_ref(PSEUDONYM_KEY, "phone", phone),
+        subject=cluster_ref(cluster, "phone", phone),
         category="fraud_call",
         attributes=(),
         case_id=None,

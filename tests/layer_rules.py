@@ -2,11 +2,11 @@
 imports inside functions included), so a violation is found without importing anything.
 
 ``cli.py -> node.commands -> node.testing -> node.ops -> {node.daemon, node.client} ->
-node.api -> {node.tracing, node.details, node.psi, node.disclosure} -> node.host -> node.ledger ->
-node.setup -> node.identifiers -> node.refusals``, and below all of ``node``: ``net``,
-then ``consensus``. A module may import its own package and any layer below its own;
-packages that share a layer (the features; the daemon and the client) never import
-each other. ``consensus`` imports no I/O, no clock and no global randomness.
+node.api -> {node.tracing, node.details, node.psi, node.disclosure} -> node.pseudonyms ->
+node.host -> node.ledger -> node.setup -> node.identifiers -> node.refusals``, and below
+all of ``node``: ``net``, then ``consensus``. A module may import its own package and
+any layer below its own; packages that share a layer (the features; the daemon and the
+client) never import each other. ``consensus`` imports no I/O, no clock and no global randomness.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ NODE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("setup",),
     ("ledger",),
     ("host",),
+    ("pseudonyms",),
     ("tracing", "details", "psi", "disclosure"),
     ("api",),
     ("daemon", "client"),

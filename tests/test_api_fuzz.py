@@ -112,7 +112,7 @@ class ServedConsortium:
                 cluster.store(0),
                 cluster.genesis,
                 disclosure_store,
-                key=tc.services[0].pseudonym_key,
+                pseudonyms=cluster.pseudonyms(0),
                 retention_ms=DAY,
             )
             app = build_app(
@@ -123,6 +123,7 @@ class ServedConsortium:
                 details=cluster.details(0),
                 psi=psi,
                 disclosure=disclosure,
+                pseudonyms=cluster.pseudonyms(0),
                 users=users_with(tc.users[0]),
             )
             self.token = tc.tokens[0]

@@ -158,7 +158,14 @@ async def test_a_case_opened_approved_by_k_members_then_queried_leaves_an_audit_
                     for tx in block.txs:
                         assert b"0013" not in tx and b"DE89" not in tx
 
-            graph = await tc.clients[1].post(
+            # Only the member that opened the case queries under it (issue 14: its
+            # pseudonyms are evaluated under that member's case alone).
+            refused = await tc.clients[1].post(
+                "/graph", json={"case_id": "HZ-2026-01", "entity": PHONE, "depth": 3}
+            )
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"] == "not_your_case"
+            graph = await tc.clients[0].post(
                 "/graph", json={"case_id": "HZ-2026-01", "entity": PHONE, "depth": 3}
             )
             assert graph.status_code == 200, graph.text
@@ -169,7 +176,7 @@ async def test_a_case_opened_approved_by_k_members_then_queried_leaves_an_audit_
                 "logged_in_from",
                 "registered_with",
             ]
-            dot = await tc.clients[1].post(
+            dot = await tc.clients[0].post(
                 "/graph",
                 json={"case_id": "HZ-2026-01", "entity": ACCOUNT, "depth": 1, "format": "dot"},
             )
@@ -193,13 +200,16 @@ async def test_a_case_opened_approved_by_k_members_then_queried_leaves_an_audit_
             audit = (await tc.clients[0].get("/audit", params={"case": "HZ-2026-01"})).json()
             assert [(r["member"], r["query"]) for r in audit["records"]] == [
                 ("police-0", "trace"),
-                ("bank-1", "graph"),
-                ("bank-1", "graph"),
+                ("police-0", "graph"),
+                ("police-0", "graph"),
                 ("telecom-2", "history"),
             ]
             assert audit["records"][3]["subject"]["type"] == "phone"
-            by_member = (await tc.clients[0].get("/audit", params={"member": "bank-1"})).json()
-            assert [r["query"] for r in by_member["records"]] == ["graph", "graph"]
+            by_member = (await tc.clients[0].get("/audit", params={"member": "police-0"})).json()
+            assert [r["query"] for r in by_member["records"]] == ["trace", "graph", "graph"]
+            # bank-1's refused graph left no record: it was refused before anything was signed.
+            by_bank = (await tc.clients[0].get("/audit", params={"member": "bank-1"})).json()
+            assert by_bank["records"] == []
             by_kind = (await tc.clients[0].get("/audit", params={"query": "history"})).json()
             assert [r["member"] for r in by_kind["records"]] == ["telecom-2"]
             assert (await tc.clients[0].get("/audit", params={"case": "OTHER"})).json() == {
@@ -640,24 +650,25 @@ async def test_no_answer_unless_the_access_record_commits(tmp_path: Path) -> Non
             assert tc.cluster.runtime(0).mempool.get(bytes.fromhex(body["access_tx"]))
 
 
-async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Path) -> None:
+async def test_without_the_service_or_the_pseudonyms_the_endpoints_say_why(
+    tmp_path: Path,
+) -> None:
     with trio.fail_after(60):
         async with tracing_cluster(tmp_path) as tc:
             cluster = tc.cluster
             users = users_with(tc.users[0])
-            bare = build_app(cluster.runtime(0), cluster.store(0), cluster.genesis, users=users)
+            # An active case of police-0's, so the query gets as far as pseudonymising.
+            await tc.open_case("HZ-1", [PHONE])
+            await tc.approve("HZ-1")
+            bare = build_app(cluster.runtime(1), cluster.store(1), cluster.genesis, users=users)
             keyless = TracingService.attach(
-                cluster.runtime(1),
-                cluster.store(1),
-                cluster.genesis,
-                None,
-                pseudonym_key_file=tmp_path / "pseudonym.key",
+                cluster.runtime(0), cluster.store(0), cluster.genesis, None
             )
             apps = [
                 bare,
                 build_app(
-                    cluster.runtime(1),
-                    cluster.store(1),
+                    cluster.runtime(0),
+                    cluster.store(0),
                     cluster.genesis,
                     tracing=keyless,
                     users=users,
@@ -679,14 +690,15 @@ async def test_without_the_service_or_the_key_the_endpoints_say_why(tmp_path: Pa
                     )
                 trace = {"case_id": "HZ-1", "entity": PHONE}
                 message = error(
-                    await keyless_client.post("/trace", json=trace), 503, "no_pseudonym_key"
+                    await keyless_client.post("/trace", json=trace), 503, "no_pseudonym_share"
                 )
                 assert message == (
-                    f"this node has no consortium pseudonym key ({tmp_path / 'pseudonym.key'}), "
-                    "so it cannot pseudonymise identifiers; install the key and restart the node"
+                    "this node runs without the pseudonym service, so it cannot pseudonymise "
+                    "identifiers"
                 )
-                # Cases and the audit trail need no key.
-                assert (await keyless_client.get("/cases")).json()["cases"] == []
+                # Cases and the audit trail need no pseudonyms.
+                listed = (await keyless_client.get("/cases")).json()["cases"]
+                assert [c["case_id"] for c in listed] == ["HZ-1"]
                 assert (await keyless_client.get("/audit")).json()["records"] == []
 
 

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from consensus.codec import decode_value, encode_value, pack, to_wire
 from consensus.crypto import Signer
-from node.identifiers.pseudonym import entity_ref
 from node.ledger.attributes import (
     CATEGORIES,
     CATEGORY_KEYS,
@@ -46,12 +45,13 @@ from node.ledger.transactions import (
     sign_tx,
     validate_tx,
 )
+from node.testing.dealer import TEST_KEY, keyed_ref
 
 CHAIN = "attributes-test"
 NOW = 1_780_000_000_000
 BANK = Signer(bytes([2]) * 32)
 MEMBERS = {"bank": MemberInfo(BANK.public_key, frozenset({"reporter"}))}
-PHONE = entity_ref(bytes(32), "phone", "+86 138 0013 8000")
+PHONE = keyed_ref(TEST_KEY, "phone", "+86 138 0013 8000")
 ALL_KEYS = st.sampled_from(sorted(KEYS))
 UNKNOWN = "unknown attribute key; the schema's keys are " + ", ".join(KEYS)
 

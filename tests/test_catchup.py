@@ -12,9 +12,19 @@ from replica_harness import PARAMS, Harness
 from consensus.blocks import check_block_certificate
 from consensus.events import MessageArrived, Timer
 from consensus.messages import BlockResponse, CertifiedBatch
+from node.ledger.authoring import sample_identifiers
+from node.ledger.kinds import Report
 from node.ledger.store import LedgerStore
+from node.ledger.transactions import decode_body, decode_tx
 from node.setup.provision import make_testnet
-from node.testing.chain_fixture import CatchupScenario, build_chain, data_dir_of
+from node.testing.chain_fixture import (
+    CHAIN_KEY,
+    ENTITY_POOL,
+    CatchupScenario,
+    build_chain,
+    data_dir_of,
+)
+from node.testing.dealer import KeyedPseudonyms, redeal_homes
 
 BLOCKS = 2500
 
@@ -43,8 +53,11 @@ def test_an_empty_member_catches_up_2500_blocks_and_then_votes(tmp_path: Path) -
 
 
 def test_the_generated_chain_is_certified_and_linked(tmp_path: Path) -> None:
-    genesis, homes = make_testnet(tmp_path / "net", 4)
+    _, homes = make_testnet(tmp_path / "net", 4)
+    # The members are dealt the key the chain's pseudonyms are computed with offline.
+    genesis, _ = redeal_homes([h.path for h in homes], CHAIN_KEY)
     summary = build_chain([h.path for h in homes], [0, 1], 25, seed=3)
+    pool = set(KeyedPseudonyms(CHAIN_KEY).refs(sample_identifiers(ENTITY_POOL)))
     assert summary.stable_seq == 20
     membership = genesis.membership()
     tips = set()
@@ -55,6 +68,9 @@ def test_the_generated_chain_is_certified_and_linked(tmp_path: Path) -> None:
             for block, cert in store.blocks_range(1, 25):
                 check_block_certificate(membership, block, cert)
                 assert block.header.parent_hash == parent and 1 <= len(block.txs) <= 5
+                for tx in block.txs:
+                    body = decode_body(decode_tx(tx))
+                    assert isinstance(body, Report) and body.subject in pool
                 parent = block.hash()
             tips.add(store.tip())
             assert store.consensus_records()  # the stable checkpoint a replica restores

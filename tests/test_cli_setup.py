@@ -8,9 +8,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from cli import main
+from node.identifiers.group import base_mul
 from node.setup.config import load_config
-from node.setup.genesis import load_descriptor, load_genesis
+from node.setup.genesis import load_descriptor, load_draft, load_genesis
 from node.setup.keys import load_key
+from node.setup.shares import load_share
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -35,20 +37,27 @@ def test_init_then_genesis_builds_a_consortium(tmp_path: Path) -> None:
         config = load_config(home / "config.toml")
         assert config.node.name == f"{institution}-x"
         assert config.p2p.listen == "0.0.0.0:26656"
-    out_file = tmp_path / "genesis.json"
+    out_file = tmp_path / "genesis-draft.json"
     code, out = run(
         "genesis", *(str(h / "member.json") for h in homes), "--chain-id", "sh-fraud-1",
-        "--approvals", "3", "--out", str(out_file),
+        "--approvals", "3", "--threshold", "3", "--report-quota", "500", "--out", str(out_file),
     )  # fmt: skip
     assert code == 0, out
-    genesis = load_genesis(out_file)
-    assert [m.name for m in genesis.members] == [
+    draft = load_draft(out_file)
+    assert [m.name for m in draft.members] == [
         "police-x", "bank-x", "telecom-x", "utility-x",
     ]  # fmt: skip
-    assert genesis.hash().hex() in out
+    assert draft.hash().hex() in out and "crosstrace dkg deal" in out
+    assert (draft.pseudonyms.threshold, draft.pseudonyms.report_quota_per_day) == (3, 500)
+    assert draft.pseudonyms.query_quota_per_case_per_day == 10_000
     key = load_key(homes[1] / "node_key.json", None)
-    assert genesis.members[1].public_key == key.public_key
-    assert load_descriptor(homes[2] / "member.json") == genesis.members[2]
+    assert draft.members[1].public_key == key.public_key
+    assert load_descriptor(homes[2] / "member.json") == draft.members[2]
+    code, out = run(
+        "genesis", *(str(h / "member.json") for h in homes), "--chain-id", "sh-fraud-1",
+        "--out", str(out_file),
+    )  # fmt: skip
+    assert code == 1 and "refusing to overwrite" in out
 
 
 def test_init_refuses_to_overwrite_a_member(tmp_path: Path) -> None:
@@ -99,11 +108,27 @@ def test_testnet_creates_every_home_with_one_shared_genesis(tmp_path: Path) -> N
         key = load_key(home / "node_key.json", None)
         assert genesis.members[i].public_key == key.public_key
     assert len(hashes) == 1
-    pseudonym_keys = {
-        (tmp_path / "net" / f"node{i}" / "pseudonym.key").read_text() for i in range(4)
-    }
-    assert len(pseudonym_keys) == 1
+    for i in range(4):
+        home = tmp_path / "net" / f"node{i}"
+        assert not (home / "pseudonym.key").exists()  # the shared key is gone
+        share = load_share(home / "pseudonym.share", None)
+        assert stat.S_IMODE((home / "pseudonym.share").stat().st_mode) == 0o600
+        assert share.index == i + 1 and share.genesis_hash == genesis.hash()
+        assert base_mul(share.secret) == genesis.pseudonyms.public_shares[i]
+    assert genesis.pseudonyms.threshold == 2
     code, out = run("testnet", "--nodes", "4", str(tmp_path / "net"))
     assert code == 1 and "not empty" in out
     code, out = run("testnet", "--nodes", "3", str(tmp_path / "small"))
     assert code == 1 and "4 to 64 members" in out
+
+
+def test_testnet_passes_the_threshold_and_quota_on(tmp_path: Path) -> None:
+    code, out = run(
+        "testnet", "--nodes", "5", "--threshold", "4", "--report-quota", "77",
+        "--p2p-port", "27600", "--api-port", "9600", str(tmp_path / "net"),
+    )  # fmt: skip
+    assert code == 0, out
+    genesis = load_genesis(tmp_path / "net" / "node0" / "genesis.json")
+    assert (genesis.pseudonyms.threshold, genesis.pseudonyms.report_quota_per_day) == (4, 77)
+    code, out = run("testnet", "--nodes", "4", "--threshold", "5", str(tmp_path / "bad"))
+    assert code == 1 and "threshold" in out and "Traceback" not in out

@@ -220,8 +220,12 @@ def test_graph_history_cases_and_audit_outputs(net: Path, tmp_path: Path) -> Non
     ok("submit", "--home", home(net, 3), "link", ACCOUNT, DEVICE, "--relation", "logged_in_from")
     open_and_approve(net, "HZ-OUT", PHONE, DEVICE)
     node1 = ["--home", home(net, 1)]
+    # Queries under a case are its opener's (issue 14): police-0 asks, bank-1 is refused.
+    node0 = ["--home", home(net, 0)]
+    refused = error_line(run("graph", PHONE, "--case", "HZ-OUT", *node1))
+    assert refused.startswith("not_your_case: case 'HZ-OUT' belongs to police-0"), refused
 
-    text = ok("graph", PHONE, "--case", "HZ-OUT", "--depth", "2", *node1)
+    text = ok("graph", PHONE, "--case", "HZ-OUT", "--depth", "2", *node0)
     assert f"graph of {PHONE} (phone " in text and "depth 2" in text
     assert re.search(r"depth 1  account [0-9a-f]{8}", text)
     assert re.search(r"depth 2  device [0-9a-f]{8}", text)
@@ -229,16 +233,16 @@ def test_graph_history_cases_and_audit_outputs(net: Path, tmp_path: Path) -> Non
 
     dot_file = tmp_path / "ring.dot"
     wrote = ok("graph", PHONE, "--case", "HZ-OUT", "--format", "dot", "--out", str(dot_file),
-               *node1)  # fmt: skip
+               *node0)  # fmt: skip
     assert re.fullmatch(rf"wrote {re.escape(str(dot_file))}; access recorded at height \d+ "
                         r"\(tx [0-9a-f]{16}\)\n", wrote)  # fmt: skip
     dot = dot_file.read_text()
     assert dot.startswith("digraph trace {") and dot.rstrip().endswith("}")
     assert "uses" in dot and "logged_in_from" in dot
-    as_json = json.loads(ok("graph", PHONE, "--case", "HZ-OUT", "--format", "json", *node1))
+    as_json = json.loads(ok("graph", PHONE, "--case", "HZ-OUT", "--format", "json", *node0))
     assert {n["type"] for n in as_json["nodes"]} == {"phone", "account", "device"}
 
-    history = ok("history", report_tx, "--case", "HZ-OUT", *node1)
+    history = ok("history", report_tx, "--case", "HZ-OUT", *node0)
     assert "record    report by telecom-2 at height" in history
     assert "about     report  suspicious_device, observed 20" in history
     assert re.search(r"links +link    account [0-9a-f]{8} -logged_in_from-> device", history)
@@ -261,7 +265,7 @@ def test_graph_history_cases_and_audit_outputs(net: Path, tmp_path: Path) -> Non
     assert re.search(r"scope     phone [0-9a-f]{8}\n +device [0-9a-f]{8}", shown)
     assert json.loads(ok("case", "show", "HZ-OUT", *node1, "--json"))["state"] == "active"
 
-    audit = json.loads(ok("audit", "--case", "HZ-OUT", "--member", "bank-1", "--json", *node1))
+    audit = json.loads(ok("audit", "--case", "HZ-OUT", "--member", "police-0", "--json", *node1))
     assert [r["query"] for r in audit["records"]] == ["graph", "graph", "graph", "history"]
     page = ok("audit", "--case", "HZ-OUT", "--limit", "2", *node1)
     more = re.search(r"more after --after (\d+:\d+)", page)

@@ -61,8 +61,24 @@ def test_defaults() -> None:
     assert cfg.api == ApiSection("127.0.0.1:8000")
     assert cfg.mempool == MempoolSection(50_000, 64 * MIB, 0.25)
     assert cfg.storage == StorageSection(64, True, False)
-    assert cfg.tracing == TracingSection(Path("pseudonym.key"), 365)
+    assert cfg.tracing == TracingSection(Path("pseudonym.share"), 365)
     assert cfg.log == LogSection("info", "json")
+
+
+def test_the_old_shared_pseudonym_key_is_refused_with_what_replaced_it(tmp_path: Path) -> None:
+    path = write(tmp_path, '[node]\nname = "x"\n[tracing]\npseudonym_key_file = "pseudonym.key"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: tracing.pseudonym_key_file: the shared pseudonym key")
+    assert "shared pseudonym key is gone" in message
+    assert "pseudonym_share_file" in message and "crosstrace dkg share" in message
+
+
+def test_the_rendered_config_names_the_share_file() -> None:
+    text = render_config(default_config("x"))
+    assert 'pseudonym_share_file = "pseudonym.share"' in text
+    assert "key ceremony" in text and "pseudonym_key_file" not in text
 
 
 def test_minimal_file_gets_defaults_and_resolved_paths(tmp_path: Path) -> None:
@@ -70,7 +86,7 @@ def test_minimal_file_gets_defaults_and_resolved_paths(tmp_path: Path) -> None:
     assert cfg == default_config("police-1").resolve_paths(tmp_path)
     assert cfg.node.key_file == tmp_path / "node_key.json"
     assert cfg.node.data_dir == tmp_path / "data"
-    assert cfg.tracing.pseudonym_key_file == tmp_path / "pseudonym.key"
+    assert cfg.tracing.pseudonym_share_file == tmp_path / "pseudonym.share"
     assert cfg.node.key_file.is_absolute()
 
 
@@ -277,7 +293,7 @@ def configs(draw: st.DrawFn) -> NodeConfig:
             unsafe_no_sync=draw(st.booleans()) or not sync,
         ),
         tracing=TracingSection(
-            pseudonym_key_file=draw(paths), retention_days=draw(st.integers(1, 36_500))
+            pseudonym_share_file=draw(paths), retention_days=draw(st.integers(1, 36_500))
         ),
         log=LogSection(
             level=draw(st.sampled_from(LOG_LEVELS)), format=draw(st.sampled_from(LOG_FORMATS))
@@ -395,12 +411,12 @@ NODE = '[node]\nname = "bank-a"\n'
             "tracing.retention_days: must be between 1 and 36500, got 0",
         ),
         (
-            "[tracing]\npseudonym_key_file = 5\n",
-            "tracing.pseudonym_key_file: expected a path, got 5",
+            "[tracing]\npseudonym_share_file = 5\n",
+            "tracing.pseudonym_share_file: expected a path, got 5",
         ),
         (
-            '[tracing]\npseudonym_key_file = ""\n',
-            "tracing.pseudonym_key_file: expected a path, got an empty string",
+            '[tracing]\npseudonym_share_file = ""\n',
+            "tracing.pseudonym_share_file: expected a path, got an empty string",
         ),
         (
             '[log]\nlevel = "verbose"\n',

@@ -33,11 +33,11 @@ def make_testnet(tmp_path: Path) -> tuple[Path, int]:
 
 
 def signed_reports(home: Path, count: int) -> list[str]:
-    from node.identifiers.pseudonym import entity_ref
     from node.ledger.kinds import Report
     from node.ledger.transactions import encode_tx, make_tx
     from node.setup.genesis import load_genesis
     from node.setup.keys import load_key
+    from node.testing.dealer import TEST_KEY, keyed_ref
 
     genesis = load_genesis(home / "genesis.json")
     signer = load_key(home / "node_key.json", None).signer()
@@ -46,7 +46,7 @@ def signed_reports(home: Path, count: int) -> list[str]:
     out = []
     for i in range(count):
         body = Report(
-            subject=entity_ref(bytes(32), "phone", f"+86 138 0013 {i:04d}"),
+            subject=keyed_ref(TEST_KEY, "phone", f"+86 138 0013 {i:04d}"),
             category="fraud_call",
             attributes=(),
             case_id=None,

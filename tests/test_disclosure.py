@@ -26,26 +26,27 @@ from node.api.app import build_app
 from node.disclosure.service import DAY_MS, DisclosureService
 from node.disclosure.store import DisclosureStore, RequestRecord
 from node.identifiers.normalize import normalize
-from node.identifiers.pseudonym import EntityRef, PseudonymKey, entity_ref
+from node.identifiers.pseudonym import EntityRef
 from node.ledger.kinds import Approve, Body, Case, DisclosureAnswer, DisclosureRequest, Link, Report
 from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
 from node.refusals import Forbidden, NotFound
 from node.setup.users import NODE_ACTOR, UserStore, make_user
-from node.testing.cluster import InProcessCluster, local_genesis
+from node.testing.cluster import InProcessCluster, local_genesis, local_pseudonyms
 
 pytestmark = pytest.mark.timeout(180)
 
 POLICE, BANK, TELECOM, HOSTILE = 0, 1, 2, 3
-KEY = PseudonymKey(bytes(range(32)))
 CALLER = normalize("phone", "+86 138 0013 8000")  # in the case's scope
 MULE = normalize("account", "DE89370400440532013000")  # linked to the caller
 STRANGER = normalize("phone", "+86 139 0000 1111")  # reported, unrelated to the case
 SECOND = normalize("phone", "+86 138 0013 8001")  # in scope, reported by the hostile one
 LIE = normalize("phone", "+86 150 0000 0000")  # what the hostile member answers with
+PSEUDONYMS = local_pseudonyms(local_genesis(4, consensus=FAST)[0])
 
 
 def ref(entity_type: str, value: str) -> EntityRef:
-    return entity_ref(KEY.secret, entity_type, value)
+    """The consortium's pseudonym (its key dealt by the test-only dealer), offline."""
+    return PSEUDONYMS.refs([(entity_type, value)])[0]
 
 
 class Clock:
@@ -154,7 +155,7 @@ async def consortium(tmp_path: Path) -> AsyncIterator[Net]:
                 cluster.store(i),
                 genesis,
                 store,
-                key=KEY,
+                pseudonyms=cluster.pseudonyms(i),
                 policy=policy,
                 retention_ms=30 * DAY_MS,
                 clock_ms=clock,

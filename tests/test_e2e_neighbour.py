@@ -19,7 +19,7 @@ import httpx
 import pytest
 from cli_helpers import make_net, run, token_headers
 
-from node.ledger.authoring import load_author
+from node.client.pseudonyms import author_for_home
 from node.ops import processes
 from node.testing.neighbour import (
     PeakMemory,
@@ -62,7 +62,7 @@ def pid_of(net: Path, i: int) -> int:
 
 def commit_honestly(net: Path, api: int, first: int) -> None:
     """Two signed reports through member 1, committed within 20 s."""
-    author = load_author(net / "node1")
+    author = author_for_home(net / "node1")  # pseudonyms from the running members
     txs = [tx.hex() for tx in author.sample_reports(2, first)]
     with httpx.Client(timeout=30, trust_env=False, headers=token_headers(net / "node1")) as client:
         answer = client.post(

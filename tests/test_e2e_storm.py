@@ -38,6 +38,7 @@ from node.ledger.authoring import load_author
 from node.ops.ports import free_port_block
 from node.ops.processes import NodeProcess, process_alive, spawn
 from node.setup.provision import make_testnet
+from node.testing.dealer import TEST_KEY, KeyedPseudonyms, redeal_homes
 
 N = 4
 RESTARTED = 1
@@ -72,8 +73,11 @@ def test_a_restarted_member_reconnects_to_all_peers_while_strangers_storm_every_
     tmp_path: Path,
 ) -> None:
     base = free_port_block(2 * N)
-    genesis, members = make_testnet(tmp_path / "net", N, p2p_base_port=base, api_base_port=base + N)
+    _, members = make_testnet(tmp_path / "net", N, p2p_base_port=base, api_base_port=base + N)
     homes = [m.path for m in members]
+    # Load is signed offline, on a key the members are dealt by the test-only dealer,
+    # so its pseudonyms are the ones the members would evaluate together.
+    genesis, _ = redeal_homes(homes, TEST_KEY)
     for home in homes:
         configure(home)
     p2p_ports = [base + i for i in range(N)]
@@ -81,7 +85,9 @@ def test_a_restarted_member_reconnects_to_all_peers_while_strangers_storm_every_
     others = [i for i in range(N) if i != RESTARTED]
     pids: dict[int, int] = {}
     http = httpx.Client(timeout=5, auth=HomeTokens(homes))
-    load = Load(load_author(homes[2]), [urls[i] for i in others])
+    load = Load(
+        load_author(homes[2], pseudonyms=KeyedPseudonyms(TEST_KEY)), [urls[i] for i in others]
+    )
     storm = StrangerStorm(p2p_ports, genesis.chain_id, held=200, churners=4, duration_s=STORM_S)
     try:
         for i in range(N):

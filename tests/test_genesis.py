@@ -3,9 +3,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +17,31 @@ from hypothesis import strategies as st
 
 from consensus.codec import decode_value, encode_value
 from consensus.crypto import Signer, hash_bytes
+from node.identifiers.group import base_mul, hash_to_scalar
 from node.setup.genesis import (
+    DEFAULT_QUERY_QUOTA,
+    DEFAULT_REPORT_QUOTA,
     INSTITUTIONS,
+    PSEUDONYM_SCHEME,
     ROLES,
     Genesis,
     GenesisConsensus,
+    GenesisDraft,
     GenesisError,
+    GenesisPseudonyms,
     Member,
     MemberDescriptor,
-    assemble_genesis,
+    assemble_draft,
+    default_threshold,
+    draft_to_dict,
+    finished_genesis,
     genesis_to_dict,
     load_descriptor,
+    load_draft,
     load_genesis,
     parse_genesis,
     save_descriptor,
+    save_draft,
     save_genesis,
     split_host_port,
 )
@@ -47,6 +60,36 @@ def member(i: int, **changes: Any) -> Member:
     }
     fields.update(changes)
     return Member(**fields)
+
+
+@functools.cache
+def _point(i: int) -> bytes:
+    return base_mul(hash_to_scalar(b"test-genesis", i.to_bytes(2, "big")))
+
+
+def fake_pseudonyms(names: Sequence[str], threshold: int | None = None) -> GenesisPseudonyms:
+    """A well-formed section no ceremony made: valid points, but nobody holds the shares.
+    The genesis validation tests need only its form (tests/test_ceremony.py makes real ones)."""
+    t = threshold if threshold is not None else default_threshold(len(names))
+    return GenesisPseudonyms(
+        threshold=t,
+        public_key=_point(0),
+        public_shares=tuple(_point(i + 1) for i in range(len(names))),
+        dealers=tuple(names[:t]),
+        transcript=bytes(range(32)),
+    )
+
+
+def assemble_genesis(
+    chain_id: str,
+    members: Sequence[Member],
+    k: int,
+    params: GenesisConsensus | None = None,
+    *,
+    genesis_time: str | None = None,
+) -> Genesis:
+    draft = assemble_draft(chain_id, members, k, params, genesis_time=genesis_time)
+    return finished_genesis(draft, fake_pseudonyms([m.name for m in members]))
 
 
 def genesis(n: int = 4, k: int = 3) -> Genesis:
@@ -104,6 +147,18 @@ def test_hash_ignores_json_layout(tmp_path: Path) -> None:
         lambda g: dataclasses.replace(g, members=(*g.members[1:], g.members[0])),
         lambda g: dataclasses.replace(
             g, members=(dataclasses.replace(g.members[0], address="x:1"), *g.members[1:])
+        ),
+        lambda g: dataclasses.replace(
+            g, pseudonyms=dataclasses.replace(g.pseudonyms, report_quota_per_day=7)
+        ),
+        lambda g: dataclasses.replace(
+            g, pseudonyms=dataclasses.replace(g.pseudonyms, transcript=bytes(32))
+        ),
+        lambda g: dataclasses.replace(
+            g, pseudonyms=dataclasses.replace(g.pseudonyms, public_key=_point(99))
+        ),
+        lambda g: dataclasses.replace(
+            g, pseudonyms=dataclasses.replace(g.pseudonyms, dealers=g.pseudonyms.dealers[::-1])
         ),
     ],
 )
@@ -230,12 +285,24 @@ def genesis_strategy(draw: st.DrawFn) -> Genesis:
         )
     )
     stamp = draw(st.sampled_from([when.isoformat(), when.strftime("%Y-%m-%dT%H:%M:%SZ")]))
+    names = [m.name for m in ms]
+    threshold = draw(st.integers(2, len(ms)))
+    dealers = draw(st.permutations(names))[: draw(st.integers(threshold, len(ms)))]
     return Genesis(
         chain_id=draw(st.from_regex(r"[a-z0-9-]{1,64}", fullmatch=True)),
         genesis_time=stamp,
         members=tuple(ms),
         consensus=draw(consensus_strategy()),
         case_approvals=draw(st.integers(1, len(ms))),
+        pseudonyms=GenesisPseudonyms(
+            threshold=threshold,
+            public_key=_point(draw(st.integers(0, 200))),
+            public_shares=tuple(_point(draw(st.integers(0, 200))) for _ in ms),
+            dealers=tuple(dealers),
+            transcript=draw(st.binary(min_size=32, max_size=32)),
+            report_quota_per_day=draw(st.integers(1, 10**9)),
+            query_quota_per_case_per_day=draw(st.integers(1, 10**9)),
+        ),
     )
 
 
@@ -467,3 +534,178 @@ def test_split_host_port_zero() -> None:
         split_host_port("0.0.0.0:0")
     with pytest.raises(ValueError, match="expected host:port, got int"):
         split_host_port(7000)
+
+
+# ---- the pseudonym section and the draft ------------------------------------------------
+
+
+def test_pseudonym_section_round_trips_and_encodes_nested() -> None:
+    g = genesis(n=7, k=3)
+    d = genesis_to_dict(g)["pseudonyms"]
+    assert d["scheme"] == PSEUDONYM_SCHEME
+    assert d["threshold"] == 3  # f + 1 for n = 7
+    assert (d["report_quota_per_day"], d["query_quota_per_case_per_day"]) == (
+        DEFAULT_REPORT_QUOTA,
+        DEFAULT_QUERY_QUOTA,
+    )
+    assert len(d["public_shares"]) == 7 and d["public_key"] == _point(0).hex()
+    assert decode_value(Genesis, encode_value(g)).pseudonyms == g.pseudonyms
+    assert g.draft().pseudonyms == g.pseudonyms.parameters()
+
+
+@pytest.mark.parametrize(("n", "t"), [(4, 2), (5, 2), (6, 2), (7, 3), (10, 4), (128, 43)])
+def test_default_threshold_is_f_plus_one_at_least_two(n: int, t: int) -> None:
+    assert default_threshold(n) == t
+
+
+def test_a_genesis_without_the_section_is_refused_as_the_old_shared_key(tmp_path: Path) -> None:
+    d = doc()
+    del d["pseudonyms"]
+    path = tmp_path / "genesis.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(GenesisError) as info:
+        load_genesis(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: pseudonyms: missing: this genesis was made for the old ")
+    assert "shared-key pseudonyms, which this build no longer accepts" in message
+    assert "key ceremony" in message and "A consortium across machines" in message
+
+
+def _draft() -> GenesisDraft:
+    return assemble_draft(
+        "crosstrace-test", [member(i) for i in range(4)], 3, genesis_time=TIME, threshold=3
+    )
+
+
+def test_draft_round_trip_and_load_genesis_refuses_it(tmp_path: Path) -> None:
+    draft = _draft()
+    path = tmp_path / "genesis-draft.json"
+    save_draft(path, draft)
+    text = json.loads(path.read_text())
+    assert text["draft"] is True
+    assert set(text["pseudonyms"]) == {
+        "scheme",
+        "threshold",
+        "report_quota_per_day",
+        "query_quota_per_case_per_day",
+    }
+    assert load_draft(path) == draft and load_draft(path).hash() == draft.hash()
+    with pytest.raises(GenesisError) as info:
+        load_genesis(path)
+    assert "the key ceremony has not finished" in str(info.value)
+    assert "crosstrace dkg deal" in str(info.value)
+    finished = tmp_path / "genesis.json"
+    save_genesis(finished, genesis())
+    with pytest.raises(GenesisError, match="a finished genesis, not a draft"):
+        load_draft(finished)
+
+
+def test_draft_hash_binds_every_value() -> None:
+    draft = _draft()
+    assert draft.hash() != dataclasses.replace(draft, chain_id="other").hash()
+    params = dataclasses.replace(draft.pseudonyms, threshold=2)
+    assert draft.hash() != dataclasses.replace(draft, pseudonyms=params).hash()
+    assert draft.hash() != genesis().hash()  # another domain, another shape
+
+
+def test_finished_genesis_keeps_the_draft() -> None:
+    draft = _draft()
+    g = finished_genesis(draft, fake_pseudonyms([m.name for m in draft.members], 3))
+    assert g.draft() == draft
+    with pytest.raises(GenesisError, match="parameters differ from the draft"):
+        finished_genesis(draft, fake_pseudonyms([m.name for m in draft.members], 2))
+
+
+def test_draft_validation() -> None:
+    with pytest.raises(GenesisError, match=r"^pseudonyms.threshold: must be at most 4"):
+        assemble_draft("x", [member(i) for i in range(4)], 3, threshold=5)
+    with pytest.raises(GenesisError, match=r"^pseudonyms.threshold: must be at least 2, got 1"):
+        assemble_draft("x", [member(i) for i in range(4)], 3, threshold=1)
+    with pytest.raises(GenesisError, match=r"^pseudonyms.report_quota_per_day: must be at least 1"):
+        assemble_draft("x", [member(i) for i in range(4)], 3, report_quota_per_day=0)
+    d = draft_to_dict(_draft())
+    d["pseudonyms"]["public_key"] = _point(0).hex()
+    with pytest.raises(GenesisError, match=r"^pseudonyms.public_key: unknown field"):
+        from node.setup.genesis import parse_draft
+
+        parse_draft(d)
+
+
+SECOND_POINT = _point(1).hex()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "rest"),
+    [
+        ("pseudonyms.scheme", "hmac/v0", ": expected '2hashdh-ed25519/v1', got 'hmac/v0'"),
+        ("pseudonyms.threshold", 1, ": must be at least 2, got 1"),
+        ("pseudonyms.threshold", "2", ": expected an integer, got a string"),
+        ("pseudonyms.report_quota_per_day", 0, ": must be at least 1, got 0"),
+        ("pseudonyms.query_quota_per_case_per_day", -1, ": must be at least 1, got -1"),
+        ("pseudonyms.public_key", ZERO_KEY, ": not a valid point of the group"),
+        ("pseudonyms.public_key", "ab", ": expected 64 hex characters, got 2"),
+        ("pseudonyms.public_shares[2]", ZERO_KEY, ": not a valid point of the group"),
+        ("pseudonyms.public_shares[1]", "zz" * 32, ": expected 64 hex characters, got 'zz"),
+        ("pseudonyms.public_shares", [SECOND_POINT] * 3, ": expected one per member (4), got 3"),
+        ("pseudonyms.public_shares", SECOND_POINT, ": expected an array, got a string"),
+        ("pseudonyms.dealers", ["member-0"], ": at least threshold (2) dealers are needed, got 1"),
+        ("pseudonyms.dealers[1]", "member-0", ": duplicate dealer 'member-0'"),
+        ("pseudonyms.dealers[1]", "stranger", ": 'stranger' is not a member"),
+        ("pseudonyms.dealers[0]", 3, ": expected a string, got a number"),
+        ("pseudonyms.transcript", "00" * 31, ": expected 64 hex characters, got 62"),
+        ("pseudonyms.transcript", _DELETE, ": missing"),
+        ("pseudonyms.dealer", [], ": unknown field (did you mean 'dealers'?)"),
+        ("pseudonyms", [], ": expected an object, got an array"),
+    ],
+)
+def test_pseudonym_section_errors(path: str, value: Any, rest: str) -> None:
+    assert error_of(_set(doc(), path, value)).startswith(path + rest)
+
+
+# Any JSON value, for the mutation property below.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=70)
+    | st.sampled_from(["00" * 32, SECOND_POINT, ZERO_KEY, "member-1", PSEUDONYM_SCHEME]),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)  # fmt: skip
+
+
+@st.composite
+def pseudonym_mutations(draw: st.DrawFn) -> dict[str, Any]:
+    d = doc()
+    section: dict[str, Any] = d["pseudonyms"]
+    action = draw(st.sampled_from(["set", "delete", "add", "item", "replace"]))
+    key = draw(st.sampled_from(sorted(section)))
+    if action == "set":
+        section[key] = draw(json_values)
+    elif action == "delete":
+        del section[key]
+    elif action == "add":
+        section[draw(st.text(max_size=12))] = draw(json_values)
+    elif action == "item":
+        target = section[draw(st.sampled_from(["public_shares", "dealers"]))]
+        if target:
+            target[draw(st.integers(0, len(target) - 1))] = draw(json_values)
+        target.append(draw(json_values)) if draw(st.booleans()) else None
+    else:
+        d["pseudonyms"] = draw(json_values)
+    return d
+
+
+@settings(max_examples=300, deadline=None)
+@given(pseudonym_mutations())
+def test_any_mutation_of_the_pseudonym_section_parses_equal_or_is_refused(
+    d: dict[str, Any],
+) -> None:
+    try:
+        parsed = parse_genesis(json.loads(json.dumps(d)))
+    except GenesisError:
+        return
+    # Accepted: the value is exactly what the file says, and says it again when written.
+    assert parse_genesis(genesis_to_dict(parsed)) == parsed
+    if d["pseudonyms"] == doc()["pseudonyms"]:
+        assert parsed == genesis()
+    else:
+        assert parsed.pseudonyms != genesis().pseudonyms or d["pseudonyms"] != doc()["pseudonyms"]

@@ -30,17 +30,15 @@ from node.details.records import (
     new_salt,
 )
 from node.details.service import DAY_MS
-from node.identifiers.pseudonym import PseudonymKey, entity_ref
 from node.ledger.kinds import Report
 from node.ledger.transactions import encode_tx, make_tx, tx_id
 from node.refusals import NotFound
-from node.testing.cluster import InProcessCluster, local_genesis
+from node.testing.cluster import InProcessCluster, local_genesis, local_pseudonyms
 from node.tracing.service import TracingService
 
 # Timings short enough for tests; retention checks only when a test asks.
 QUICK = {"tick_s": 0.05, "retry_base_s": 0.05, "retry_cap_s": 0.2, "retention_check_s": 3600}
 POLICE, BANK, TELECOM, BANK2 = 0, 1, 2, 3
-KEY = PseudonymKey(bytes(range(32)))
 
 
 class Recorder:
@@ -102,7 +100,7 @@ def signed_report(
     details = Details.of(fields)
     salt = new_salt()
     body = Report(
-        subject=entity_ref(bytes(32), "phone", phone),
+        subject=local_pseudonyms(cluster.genesis).refs([("phone", phone)])[0],
         category="fraud_call",
         attributes=(),
         case_id=None,
@@ -207,7 +205,10 @@ async def test_a_case_s_justification_goes_to_the_approvers_only_and_no_frame_el
     with trio.fail_after(45):
         async with running(tmp_path, roles={BANK2: ("reporter", "auditor")}) as (cluster, sent, _):
             police = TracingService.attach(
-                cluster.runtime(POLICE), cluster.store(POLICE), cluster.genesis, KEY
+                cluster.runtime(POLICE),
+                cluster.store(POLICE),
+                cluster.genesis,
+                cluster.pseudonyms(POLICE),
             )
             officer, token = full_user()
             app = build_app(
@@ -216,6 +217,7 @@ async def test_a_case_s_justification_goes_to_the_approvers_only_and_no_frame_el
                 cluster.genesis,
                 tracing=police,
                 details=cluster.details(POLICE),
+                pseudonyms=cluster.pseudonyms(POLICE),
                 users=users_with(officer),
             )
             why = "Li Na, +86 138 0013 8000, lost 48,000 CNY to callers posing as police."

@@ -41,11 +41,11 @@ from node.details.records import (
     resolve_recipients,
 )
 from node.details.store import PrivateRecord, PrivateStore
-from node.identifiers.pseudonym import entity_ref
 from node.ledger.env import StoreError
 from node.ledger.kinds import Approve, Case, Link, Report
 from node.ledger.transactions import encode_tx, make_tx, tx_id
 from node.testing.cluster import local_genesis
+from node.testing.dealer import TEST_KEY, keyed_ref
 
 PROPERTY = settings(max_examples=200, deadline=None)
 keys = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
@@ -134,7 +134,7 @@ GENESIS, SIGNERS = local_genesis(4)
 
 def report(commit: bytes | None, member: int = 1) -> bytes:
     body = Report(
-        subject=entity_ref(bytes(32), "phone", "+8613800138000"),
+        subject=keyed_ref(TEST_KEY, "phone", "+8613800138000"),
         category="fraud_call",
         attributes=(),
         case_id=None,
@@ -157,8 +157,8 @@ def test_a_delivery_is_kept_only_from_the_signer_and_only_if_it_matches() -> Non
     assert check_delivery(report(None), signer, salt, details) == "no_commitment"
     # A link's evidence commitment is checked the same way.
     link = Link(
-        a=entity_ref(bytes(32), "phone", "+8613800138000"),
-        b=entity_ref(bytes(32), "account", "DE89370400440532013000"),
+        a=keyed_ref(TEST_KEY, "phone", "+8613800138000"),
+        b=keyed_ref(TEST_KEY, "account", "DE89370400440532013000"),
         relation="uses",
         observed_ms=NOW,
         evidence_commitment=commitment(salt, details),

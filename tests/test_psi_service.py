@@ -17,7 +17,6 @@ from cluster_helpers import FAST
 
 from net.wire import PsiFrame
 from node.identifiers.normalize import normalize
-from node.identifiers.pseudonym import entity_ref
 from node.ledger.kinds import NODE_ACTOR, Approve, Body, Case, PsiRun
 from node.ledger.layout import CaseRole, case_key
 from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
@@ -42,6 +41,7 @@ from node.psi.run import Run, RunState
 from node.psi.service import PsiService
 from node.refusals import Forbidden, Invalid, NotFound, TooLarge
 from node.testing.cluster import InProcessCluster, local_genesis
+from node.testing.dealer import TEST_KEY, keyed_ref
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,7 +117,7 @@ async def commit(cluster: InProcessCluster, member: int, body: Body) -> bytes:
 
 async def open_case(cluster: InProcessCluster, case_id: str, approvers: list[int]) -> bytes:
     now = int(time.time() * 1000)
-    scope = (entity_ref(bytes(32), "phone", "+86 138 0013 8000"),)
+    scope = (keyed_ref(TEST_KEY, "phone", "+86 138 0013 8000"),)
     promise = bytes(32)  # a justification nobody reads in these tests
     body = Case(case_id, "telecom_fraud", promise, scope, now - 86_400_000, now, now + 86_400_000)
     case_tx = await commit(cluster, POLICE, body)

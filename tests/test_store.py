@@ -239,8 +239,14 @@ def test_other_chain_or_genesis_is_refused(tmp_path: Path) -> None:
 def test_a_store_of_the_previous_format_is_refused(tmp_path: Path) -> None:
     with open_store(tmp_path):
         pass
-    tamper(tmp_path, b"meta", b"format_version", (2).to_bytes(4, "big"))
-    with pytest.raises(StoreError, match="has format version 2, this build reads version 4"):
+    # Version 4 is the last with shared-key pseudonyms: its ledgers are refused too.
+    for old in (2, 4):
+        tamper(tmp_path, b"meta", b"format_version", old.to_bytes(4, "big"))
+        with pytest.raises(
+            StoreError, match=f"has format version {old}, this build reads version 5"
+        ):
+            open_store(tmp_path)
+    with pytest.raises(StoreError, match="one key every member held"):
         open_store(tmp_path)
 
 

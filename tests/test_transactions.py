@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from consensus.codec import DecodeError, encode_value, pack, to_wire
 from consensus.crypto import Signer, hash_bytes, signing_bytes, verify_signature
 from node.identifiers.normalize import EntityType
-from node.identifiers.pseudonym import EntityRef, entity_ref
+from node.identifiers.pseudonym import EntityRef
 from node.identifiers.screen import find_raw_identifier, scan_for_raw_identifier
 from node.ledger.kinds import (
     CATEGORIES,
@@ -48,10 +48,10 @@ from node.ledger.transactions import (
     tx_id,
     validate_tx,
 )
+from node.testing.dealer import TEST_KEY, keyed_ref
 
 CHAIN = "crosstrace-test"
 NOW = 1_750_000_000_000
-KEY = bytes(32)
 
 SIGNERS = {
     "police": Signer(bytes([1]) * 32),
@@ -67,9 +67,9 @@ ROLES = {
 }
 MEMBERS = {name: MemberInfo(s.public_key, ROLES[name]) for name, s in SIGNERS.items()}
 
-PHONE = entity_ref(KEY, "phone", "+86 138 0013 8000")
-ACCOUNT = entity_ref(KEY, "account", "6222 0212 3456 7890")
-DEVICE = entity_ref(KEY, "device", "35-209900-176148-1")
+PHONE = keyed_ref(TEST_KEY, "phone", "+86 138 0013 8000")
+ACCOUNT = keyed_ref(TEST_KEY, "account", "6222 0212 3456 7890")
+DEVICE = keyed_ref(TEST_KEY, "device", "35-209900-176148-1")
 
 
 def ctx(seen: Callable[[str, int], bool] = lambda m, n: False, **kw: Any) -> TxContext:

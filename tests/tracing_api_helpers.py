@@ -18,19 +18,21 @@ from typing import Any
 import httpx
 import trio
 from api_helpers import asgi_client, full_user, users_with
-from cluster_helpers import PSEUDONYM_KEY, make_cluster
+from cluster_helpers import FAST, make_cluster
 
 from consensus.blocks import Block
 from node.api.app import build_app
-from node.identifiers.pseudonym import EntityRef, PseudonymKey
+from node.identifiers.pseudonym import EntityRef
 from node.ledger.kinds import Body, Link, Report
 from node.ledger.layout import BlockIndex
 from node.ledger.transactions import encode_tx, make_tx
 from node.setup.users import User
-from node.testing.cluster import InProcessCluster
+from node.testing.cluster import InProcessCluster, local_genesis, local_pseudonyms
 from node.tracing.service import TracingService
 
-KEY = PseudonymKey(PSEUDONYM_KEY)
+# The pseudonyms every ``make_cluster`` consortium of four evaluates (its key is dealt
+# by the test-only dealer from the chain id), computed offline to build expectations.
+PSEUDONYMS = local_pseudonyms(local_genesis(4, consensus=FAST)[0])
 DAY = 86_400_000
 PHONE = "phone:+86 138 0013 8000"
 ACCOUNT = "account:DE89370400440532013000"
@@ -48,7 +50,7 @@ def now_ms() -> int:
 
 def ref(text: str) -> EntityRef:
     entity_type, _, raw = text.partition(":")
-    return KEY.ref(entity_type, raw)
+    return PSEUDONYMS.refs([(entity_type, raw)])[0]
 
 
 class HookWatch:
@@ -168,7 +170,11 @@ async def tracing_cluster(
         services, watches = [], []
         for i in range(cluster.n):
             runtime, store = cluster.runtime(i), cluster.store(i)
-            services.append(TracingService.attach(runtime, store, cluster.genesis, KEY, **options))
+            services.append(
+                TracingService.attach(
+                    runtime, store, cluster.genesis, cluster.pseudonyms(i), **options
+                )
+            )
             watches.append(HookWatch(store.tip()[0]))
             runtime.on_blocks_stored.append(watches[-1])
         async with AsyncExitStack() as stack:
@@ -183,6 +189,7 @@ async def tracing_cluster(
                     cluster.genesis,
                     tracing=service,
                     details=cluster.details(i),
+                    pseudonyms=cluster.pseudonyms(i),
                     users=users_with(user),
                 )
                 clients.append(await stack.enter_async_context(asgi_client(app, token)))

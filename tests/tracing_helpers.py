@@ -17,7 +17,8 @@ from node.ledger.application import Application
 from node.ledger.kinds import Access, Approve, Body, Case, Close, Link, Report
 from node.ledger.store import BlockIndex, LedgerStore
 from node.ledger.transactions import encode_tx, make_tx, tx_id
-from node.setup.genesis import Genesis, Member, assemble_genesis
+from node.setup.genesis import Genesis, Member, assemble_draft
+from node.testing.dealer import dealt_genesis
 
 CHAIN_ID = "crosstrace-test"
 T0 = 1_750_000_000_000
@@ -39,7 +40,9 @@ def make_genesis(k: int = 2) -> Genesis:
                SIGNERS[name].public_key, f"127.0.0.1:{26600 + i}")
         for i, name in enumerate(NAMES)
     ]  # fmt: skip
-    return assemble_genesis(CHAIN_ID, members, k, genesis_time="2025-01-31T12:00:00Z")
+    draft = assemble_draft(CHAIN_ID, members, k, genesis_time="2025-01-31T12:00:00Z")
+    # A fixed test-only dealing: the same genesis in every call and every process.
+    return dealt_genesis(draft, seed="tracing-helpers")[0]
 
 
 def ent(n: int, entity_type: str = "phone") -> EntityRef:

@@ -72,6 +72,10 @@ ROUTE_ROLES: Mapping[tuple[str, str], frozenset[str]] = {
     # Disclosure (node.api.disclosure): the submitting tools hand over what they reported;
     # investigators ask and read; the operator decides what its policy holds back.
     ("POST", "/disclosure/identifiers"): frozenset({REPORTER}),
+    # Threshold pseudonyms (node.api.pseudonyms): reporters pseudonymise what they
+    # report; the operator watches what this member evaluates for the others.
+    ("POST", "/pseudonyms"): frozenset({REPORTER}),
+    ("GET", "/pseudonyms/evaluations"): frozenset({OPERATOR}),
     ("POST", "/disclosures"): frozenset({INVESTIGATOR}),
     ("GET", "/disclosures"): frozenset({INVESTIGATOR}),
     ("GET", "/disclosures/{request_id}"): frozenset({INVESTIGATOR}),

@@ -287,7 +287,7 @@ class AuditQuery(BaseModel):
 
 class Entity(BaseModel):
     type: EntityType
-    pseudonym: DigestStr = Field(description="keyed BLAKE2b-256 of the normalised value")
+    pseudonym: DigestStr = Field(description="the threshold pseudonym of the normalised value")
 
 
 class Window(BaseModel):
@@ -497,6 +497,11 @@ class AuditRecord(LedgerEntry):
     answered: str
     psi: PsiAudit | None = Field(
         description="a PSI run's record (the two members, set sizes, outcome)"
+    )
+    evaluation: HexStr | None = Field(
+        None,
+        description="the pseudonym evaluation that gave the subject's pseudonym (its "
+        "request id, as the evaluating members logged it); null when none was needed",
     )
 
 

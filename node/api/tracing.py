@@ -282,7 +282,7 @@ class _TracingApi:
         service = self.service
         body = await TRACE.read(request)
         case_id, limit = body.case_id, body.limit
-        entity = service.entity(body.entity, "entity")
+        entity, evaluation = await service.entity(body.entity, "entity", case_id)
         after = None if body.after is None else (body.after[0], body.after[1])
 
         def run(grant: Grant) -> dict[str, Any]:
@@ -301,6 +301,7 @@ class _TracingApi:
             run,
             in_thread=not inline,
             actor=actor_of(request),
+            evaluation=evaluation,
         )
         return _json_answer(answer, started)
 
@@ -308,7 +309,7 @@ class _TracingApi:
         started = time.perf_counter()
         service = self.service
         body = await GRAPH.read(request)
-        entity = service.entity(body.entity, "entity")
+        entity, evaluation = await service.entity(body.entity, "entity", body.case_id)
         depth, shape = body.depth, body.format
 
         def run(grant: Grant) -> dict[str, Any] | str:
@@ -316,7 +317,13 @@ class _TracingApi:
             return graph_dot(result) if shape == "dot" else graph_json(result)
 
         answer = await service.answer(
-            body.case_id, "graph", entity, time_window(body.window), run, actor=actor_of(request)
+            body.case_id,
+            "graph",
+            entity,
+            time_window(body.window),
+            run,
+            actor=actor_of(request),
+            evaluation=evaluation,
         )
         if isinstance(answer.result, str):
             return Response(

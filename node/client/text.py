@@ -248,6 +248,36 @@ def audit_lines(answer: Json) -> list[str]:
     return [*lines, summary]
 
 
+def evaluation_lines(answer: Json) -> list[str]:
+    """Today's pseudonym evaluations for the others, against the quotas, then the log."""
+    usage: Sequence[Json] = answer["usage"]
+    lines = [f"pseudonym evaluations this member did for the others on {answer['day']} (UTC)"]
+    if not usage:
+        lines.append("  none yet today")
+    for row in usage:
+        share = row["points"] / row["quota"] if row["quota"] else 0.0
+        whose = "member" if row["kind"] == "report" else "case"
+        lines.append(
+            f"  {row['kind']:<6} {whose} {row['name']:<24} {row['points']:>9} of "
+            f"{row['quota']:>9} ({share:.1%})"
+        )
+    records: Sequence[Json] = answer["records"]
+    if records:
+        lines.append(
+            f"{'time (UTC)':<24} {'requester':<14} {'purpose':<7} {'points':>7}  "
+            f"{'outcome':<14} {'case':<16} request"
+        )
+        for r in records:
+            lines.append(
+                f"{r['at']:<24} {r['requester']:<14} {r['purpose']:<7} {r['points']:>7}  "
+                f"{r['outcome']:<14} {r['case_id'] or '-':<16} {r['request_id']}"
+            )
+    wrong = answer.get("wrong_proofs") or {}
+    for member, count in sorted(wrong.items()):
+        lines.append(f"member {member} answered {count} evaluation(s) with a wrong proof")
+    return lines
+
+
 def actor_text(record: Json) -> str:
     """Who acted: the user's name with its actor id on the member that owns it, the
     actor id elsewhere, ``node`` for the node's own policy."""

@@ -134,6 +134,11 @@ class TracingClient(ApiClient):
             params["after"] = f"{after[0]}:{after[1]}"
         return self._object(self._request("GET", "/audit", params=params))
 
+    def evaluations(self, *, limit: int | None = None) -> dict[str, Any]:
+        """What this member evaluated for the others today (``GET /pseudonyms/evaluations``)."""
+        params = {} if limit is None else {"limit": str(limit)}
+        return self._object(self._request("GET", "/pseudonyms/evaluations", params=params))
+
     def _object(self, response: httpx.Response) -> dict[str, Any]:
         answer = self._json(response)
         if not isinstance(answer, dict):

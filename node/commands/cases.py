@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from node.client.http import ApiClientError
-from node.client.text import audit_lines, case_lines, case_table, change_line
+from node.client.text import audit_lines, case_lines, case_table, change_line, evaluation_lines
 from node.client.tracing import TracingClient, refusal
 from node.commands.options import CONTEXT, home_option, json_option, resolve_url, url_option
 from node.details.records import MAX_JUSTIFICATION_CHARS, justification_problem
@@ -303,6 +303,12 @@ def show(case_id: str, home: Path | None, url: str | None, as_json: bool) -> Non
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--after", help="HEIGHT:INDEX: continue after the last record of a page.")
+@click.option(
+    "--evaluations",
+    is_flag=True,
+    help="Instead: the pseudonym evaluations this member did for the others today, "
+    "against the genesis quotas, and its evaluation log (operator role).",
+)
 @home_option
 @url_option
 @json_option
@@ -312,6 +318,7 @@ def audit(
     query: str | None,
     limit: int,
     after: str | None,
+    evaluations: bool,
     home: Path | None,
     url: str | None,
     as_json: bool,
@@ -319,12 +326,23 @@ def audit(
     """Who queried what under which case, and when: the access records on the ledger.
 
     Every answered query leaves one, committed through consensus before the answer is
-    given, so every member's ledger holds the same trail.
+    given, so every member's ledger holds the same trail. Each names the pseudonym
+    evaluation it used; with --evaluations the command shows instead what this member
+    evaluated for the others today (per member and per case, against the quotas), so an
+    enumeration attempt or an evaluation that no access record names stands out.
 
     \b
-    Example:
+    Examples:
       crosstrace audit --home ./consortium/node2 --case HZ-2026-0193
+      crosstrace audit --home ./consortium/node1 --evaluations
     """
+    if evaluations:
+        used = with_client(resolve_url(home, url), lambda c: c.evaluations(limit=limit))
+        if as_json:
+            click.echo(json.dumps(used, indent=2))
+        else:
+            echo_lines(evaluation_lines(used))
+        return
     position = parse_after(after)
     answer = with_client(
         resolve_url(home, url),

@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from node.client.http import ApiClient, ApiClientError, api_url_of_home
+from node.client.pseudonyms import author_for_home
 from node.commands.options import CONTEXT
-from node.ledger.authoring import AuthoringError, load_author
+from node.ledger.authoring import AuthoringError
 from node.ops import processes
 from node.ops.demo import CASE_ID, INVESTIGATOR, USERS_FILE, DemoError, console_sign_in, investigate
 from node.ops.processes import ClusterError
@@ -123,13 +124,14 @@ def demo(directory: Path, txs: int, p2p_port: int, api_port: int) -> None:
             make_testnet(directory, DEMO_MEMBERS, p2p_base_port=p2p_port, api_base_port=api_port)
             click.echo(f"created a local consortium of {DEMO_MEMBERS} members in {directory}")
         nodes = processes.up(directory, report=click.echo)
-        author = load_author(nodes[1].home)
-    except (ProvisionError, ClusterError, AuthoringError) as exc:
+        # Only now: pseudonyms are evaluated by the running members together.
+        author = author_for_home(nodes[1].home)
+        urls = [api_url_of_home(node.home) for node in nodes]
+        click.echo(f"\nsubmitting {txs} signed reports as {author.member} through {urls[1]} ...")
+        first = int(time.time()) % 100_000 * 1000  # fresh made-up numbers on every run
+        batch = list(author.sample_reports(txs, first))
+    except (ProvisionError, ClusterError, AuthoringError, ApiClientError) as exc:
         raise click.ClickException(str(exc)) from None
-    urls = [api_url_of_home(node.home) for node in nodes]
-    click.echo(f"\nsubmitting {txs} signed reports as {author.member} through {urls[1]} ...")
-    first = int(time.time()) % 100_000 * 1000  # fresh made-up numbers on every run
-    batch = list(author.sample_reports(txs, first))
     try:
         started = time.monotonic()
         with ApiClient(urls[1], timeout_s=10.0) as client:

@@ -17,18 +17,20 @@ import click
 from node.client.http import ApiClient
 from node.commands.options import CONTEXT, call, home_option, json_option, resolve_url, url_option
 from node.identifiers.normalize import normalize
-from node.ledger.authoring import Author
+from node.identifiers.pseudonym import EntityRef
 
 _ENTITY = re.compile(r"([a-z_]+):([0-9a-fA-F]{64})")
 
 
-def hand_identifiers(author: Author, url: str, tx_id: str, entities: list[tuple[str, str]]) -> None:
+def hand_identifiers(url: str, tx_id: str, entities: list[tuple[EntityRef, str]]) -> None:
     """After the node accepted ``tx_id``: the (type, pseudonym, normalised identifier) of
-    each entity it names, for the node's private store. A failure is one warning line on
-    stderr (never quoting the identifier); the submission stands."""
+    each entity it names, given as (its reference, the value as typed), for the node's
+    private store. The references are those the transaction was written with, so no
+    pseudonym is evaluated twice. A failure is one warning line on stderr (never quoting
+    the identifier); the submission stands."""
     items = []
-    for entity_type, raw in entities:
-        ref = author.entity(entity_type, raw)
+    for ref, raw in entities:
+        entity_type = ref.type
         items.append(
             {
                 "type": entity_type,

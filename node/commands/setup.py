@@ -1,6 +1,6 @@
 """Setting members up: ``crosstrace init`` (one member's key, config and descriptor),
-``genesis`` (the consortium's genesis from the descriptors) and ``testnet`` (a whole
-local consortium)."""
+``genesis`` (the consortium's draft genesis from the descriptors, for the key ceremony
+of ``crosstrace dkg``) and ``testnet`` (a whole local consortium)."""
 
 from __future__ import annotations
 
@@ -84,23 +84,50 @@ def init(
 @click.option("--chain-id", required=True, help="The consortium's chain id, e.g. sh-fraud-1.")
 @click.option("--approvals", default=3, show_default=True, help="Approvals a case needs (k).")
 @click.option(
+    "--threshold",
+    type=int,
+    help="Members needed to compute a pseudonym (t). Default: f + 1, at least 2.",
+)
+@click.option(
+    "--report-quota",
+    default=200_000,
+    show_default=True,
+    help="Pseudonyms a member may have computed per day for its reports.",
+)
+@click.option(
+    "--query-quota",
+    default=10_000,
+    show_default=True,
+    help="Pseudonyms computed per case per day for queries.",
+)
+@click.option(
     "--out",
     "out",
-    default="genesis.json",
+    default="genesis-draft.json",
     show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
 )
-def genesis(descriptors: tuple[Path, ...], chain_id: str, approvals: int, out: Path) -> None:
-    """Assemble the consortium's genesis from the members' descriptors.
+def genesis(
+    descriptors: tuple[Path, ...],
+    chain_id: str,
+    approvals: int,
+    threshold: int | None,
+    report_quota: int,
+    query_quota: int,
+    out: Path,
+) -> None:
+    """Assemble the consortium's draft genesis from the members' descriptors.
 
     The order of DESCRIPTORS is the order of members: member i is the primary of view i.
+    The draft is everything but the pseudonym key, which the members make next with
+    the key ceremony (crosstrace dkg).
 
     \b
     Example:
       crosstrace genesis police/member.json bank-a/member.json telco-b/member.json \\
           utility-c/member.json --chain-id sh-fraud-1 --approvals 3
     """
-    from node.setup.genesis import GenesisError, assemble_genesis, load_descriptor, save_genesis
+    from node.setup.genesis import GenesisError, assemble_draft, load_descriptor, save_draft
 
     members = []
     for path in descriptors:
@@ -109,14 +136,27 @@ def genesis(descriptors: tuple[Path, ...], chain_id: str, approvals: int, out: P
         except (GenesisError, OSError) as exc:
             raise click.ClickException(f"{path}: {exc}") from None
     try:
-        assembled = assemble_genesis(chain_id, members, case_approvals=approvals)
+        draft = assemble_draft(
+            chain_id,
+            members,
+            case_approvals=approvals,
+            threshold=threshold,
+            report_quota_per_day=report_quota,
+            query_quota_per_case_per_day=query_quota,
+        )
     except (GenesisError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if out.exists():
-        raise click.ClickException(f"{out} already exists; refusing to overwrite a genesis")
-    save_genesis(out, assembled)
-    click.echo(f"genesis for chain {chain_id} with {len(members)} members written to {out}")
-    click.echo(f"  genesis hash: {assembled.hash().hex()}")
+        raise click.ClickException(f"{out} already exists; refusing to overwrite a draft")
+    save_draft(out, draft)
+    t = draft.pseudonyms.threshold
+    click.echo(f"draft genesis for chain {chain_id} with {len(members)} members written to {out}")
+    click.echo(f"  draft hash: {draft.hash().hex()}")
+    click.echo(f"  pseudonym key: any {t} of {len(members)} members compute a pseudonym")
+    click.echo(
+        f"next: send {out} to every member; each checks it and runs "
+        f"crosstrace dkg deal --home HOME --draft {out.name}"
+    )
 
 
 @click.command(context_settings=CONTEXT)
@@ -125,8 +165,30 @@ def genesis(descriptors: tuple[Path, ...], chain_id: str, approvals: int, out: P
 @click.option("--chain-id", default="local", show_default=True)
 @click.option("--p2p-port", default=26600, show_default=True, help="First member's p2p port.")
 @click.option("--api-port", default=8600, show_default=True, help="First member's API port.")
-def testnet(directory: Path, nodes: int, chain_id: str, p2p_port: int, api_port: int) -> None:
+@click.option(
+    "--threshold",
+    type=int,
+    help="Members needed to compute a pseudonym. Default: f + 1, at least 2.",
+)
+@click.option(
+    "--report-quota",
+    default=200_000,
+    show_default=True,
+    help="Pseudonyms a member may have computed per day for its reports.",
+)
+def testnet(
+    directory: Path,
+    nodes: int,
+    chain_id: str,
+    p2p_port: int,
+    api_port: int,
+    threshold: int | None,
+    report_quota: int,
+) -> None:
     """Create a whole local consortium on 127.0.0.1 in DIRECTORY, one home per member.
+
+    The pseudonym key ceremony runs here among the new members; each home gets its
+    own share.
 
     \b
     Example:
@@ -136,11 +198,19 @@ def testnet(directory: Path, nodes: int, chain_id: str, p2p_port: int, api_port:
 
     try:
         created, homes = make_testnet(
-            directory, nodes, chain_id=chain_id, p2p_base_port=p2p_port, api_base_port=api_port
+            directory,
+            nodes,
+            chain_id=chain_id,
+            p2p_base_port=p2p_port,
+            api_base_port=api_port,
+            threshold=threshold,
+            report_quota_per_day=report_quota,
         )
     except ProvisionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"local consortium {chain_id!r} with {nodes} members in {directory}")
     click.echo(f"  genesis hash: {created.hash().hex()}")
+    t = created.pseudonyms.threshold
+    click.echo(f"  pseudonym key: any {t} of {nodes} members, each home holds its share")
     for home in homes:
         click.echo(f"  {home.descriptor.name:<12} {home.path}  p2p {home.descriptor.address}")

@@ -23,16 +23,28 @@ _home = click.option(
 
 def _member_roles(home: Path) -> tuple[str, ...]:
     from node.setup.config import ConfigError, load_config
-    from node.setup.genesis import GenesisError, load_genesis
+    from node.setup.genesis import (
+        Genesis,
+        GenesisDraft,
+        GenesisError,
+        load_draft,
+        load_genesis,
+    )
 
     try:
         config = load_config(home / "config.toml")
-        genesis = load_genesis(config.node.genesis_file)
+        genesis: Genesis | GenesisDraft
+        try:
+            genesis = load_genesis(config.node.genesis_file)
+        except GenesisError:
+            # Users may be set up while the key ceremony runs: the draft lists the
+            # same members with the same roles.
+            genesis = load_draft(config.node.genesis_file)
     except (ConfigError, GenesisError, OSError) as exc:
         raise click.ClickException(
             f"{home}: the member's roles come from its genesis, which cannot be read: {exc}"
         ) from None
-    member = genesis.member_by_name(config.node.name)
+    member = next((m for m in genesis.members if m.name == config.node.name), None)
     if member is None:
         raise click.ClickException(f"{home}: {config.node.name!r} is not in the genesis")
     return member.roles

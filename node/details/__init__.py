@@ -3,6 +3,7 @@ stays off it (``records``), their own LMDB environment beside the ledger's (``st
 and the service that sends them to the entitled members only over the secure channel
 (``service``).
 
-Layer: a feature package above ``host``. May import ``node.host`` and everything below
-it; never ``tracing``, ``psi``, ``api`` or anything above.
+Layer: a feature package above ``pseudonyms``. May import ``node.pseudonyms``,
+``node.host`` and everything below them; never ``tracing``, ``psi``, ``api`` or anything
+above.
 """

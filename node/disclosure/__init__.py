@@ -6,6 +6,7 @@ scope and graph depth, records requests and answers on the ledger, carries them 
 the secure channel to the reporting members and back to the requester only, and checks
 every answered identifier against the requested pseudonym (``service``).
 
-Layer: a feature package above ``host``. May import ``node.host`` and everything below
-it; never ``tracing``, ``details``, ``psi``, ``api`` or anything above.
+Layer: a feature package above ``pseudonyms``. May import ``node.pseudonyms``,
+``node.host`` and everything below them; never ``tracing``, ``details``, ``psi``,
+``api`` or anything above.
 """

@@ -8,8 +8,9 @@ bounded inbox) and owns the disclosure store (``node.disclosure.store``).
 Keeping (``keep_identifiers``). After the node accepted a report or link, the
 submitting tools hand it the (type, pseudonym, normalised identifier) of each entity
 they reported. The node keeps one only if the identifier is in normal form, hashes to
-the pseudonym under the consortium's pseudonym key, and one of this member's own
-transactions, committed or waiting in the mempool, names that entity. The identifier is
+the pseudonym (this member's own evaluation, normally from the cache its report
+filled), and one of this member's own transactions, committed or waiting in the
+mempool, names that entity. The identifier is
 never logged.
 
 Requesting (``request``). The case must be active on this node's ledger and the entity
@@ -34,9 +35,9 @@ requester, outcome; the signer is the answerer; never the identifier) and then s
 again, never a second record.
 
 Checking. The requester takes a reply only from a member it asked, once per member, and
-takes an ``allowed`` identifier only if it hashes to the requested pseudonym under the
-consortium key; a wrong one is refused (outcome ``wrong_identifier``), logged with the
-member that sent it (never the identifier), and not kept.
+takes an ``allowed`` identifier only if it gives the requested pseudonym (evaluated
+under the case, like a query); a wrong one is refused (outcome ``wrong_identifier``),
+logged with the member that sent it (never the identifier), and not kept.
 
 Retention. Every ``retention_check_s`` kept identifiers and received identifiers older
 than ``retention_ms`` are deleted; the ledger records stay.
@@ -59,7 +60,7 @@ from node.disclosure.reach import Reach, decoded, disclosure_reporters, ledger_r
 from node.disclosure.store import Answer, DisclosureStore, RequestRecord
 from node.host.runtime import NodeRuntime
 from node.identifiers.normalize import EntityType, NormalizationError, normalize
-from node.identifiers.pseudonym import EntityRef, PseudonymKey, pseudonym
+from node.identifiers.pseudonym import EntityRef
 from node.ledger.cases import CaseRecord, CaseRegistry
 from node.ledger.kinds import (
     DISCLOSURE_REQUEST_ID_SIZE,
@@ -71,7 +72,16 @@ from node.ledger.transactions import (
     encode_tx,
     make_tx,
 )
-from node.refusals import Conflict, Forbidden, Invalid, NotFound, Rejected, Unavailable
+from node.pseudonyms.service import PseudonymService, Purpose
+from node.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refusal,
+    Rejected,
+    Unavailable,
+)
 from node.setup.genesis import Genesis
 from node.setup.users import NODE_ACTOR
 
@@ -115,7 +125,7 @@ class DisclosureService:
         genesis: Genesis,
         store: DisclosureStore,
         *,
-        key: PseudonymKey | None,
+        pseudonyms: PseudonymService | None,
         policy: str = "queue",
         retention_ms: int,
         reach: Reach | None = None,
@@ -132,7 +142,7 @@ class DisclosureService:
         self.ledger = ledger
         self.genesis = genesis
         self.store = store
-        self.key = key
+        self.pseudonyms = pseudonyms
         self.policy = policy
         self.retention_ms = retention_ms
         self.reach = reach or ledger_reach(ledger)
@@ -174,18 +184,22 @@ class DisclosureService:
     ) -> list[KeepResult]:
         """(type, pseudonym, normalised identifier, optional tx id) of each entity this
         member reported; see the module docstring for when one is kept."""
-        key = self._need_key()
+        pseudonyms = self._need_pseudonyms()
         results = []
         for entity_type, pseudo, identifier, tx in items:
             try:
                 entity = EntityRef(entity_type, pseudo)
             except ValueError as exc:
                 raise Invalid("bad_entity", str(exc)) from None
-            results.append(await self._keep(key, entity, identifier, tx))
+            results.append(await self._keep(pseudonyms, entity, identifier, tx))
         return results
 
     async def _keep(
-        self, key: PseudonymKey, entity: EntityRef, identifier: str, tx: bytes | None
+        self,
+        pseudonyms: PseudonymService,
+        entity: EntityRef,
+        identifier: str,
+        tx: bytes | None,
     ) -> KeepResult:
         try:
             normal = normalize(EntityType(entity.type), identifier) == identifier
@@ -193,7 +207,8 @@ class DisclosureService:
             normal = False
         if not normal:
             return KeepResult(entity, False, "not_normalised")
-        if pseudonym(key.secret, entity.type, identifier) != entity.pseudonym:
+        evaluated = await pseudonyms.refs([(entity.type, identifier)], Purpose.report())
+        if evaluated.refs[0] != entity:
             return KeepResult(entity, False, "mismatch")
         if not self._reported_here(entity, tx):
             return KeepResult(entity, False, "not_reported")
@@ -217,7 +232,7 @@ class DisclosureService:
     ) -> RequestRecord:
         """Check, record and send a request (``actor``: the requesting user, recorded);
         the record as kept here."""
-        self._need_key()  # without it no answer could be checked
+        self._need_pseudonyms()  # without them no answer could be checked
         if "investigator" not in self.genesis.members[self.me].roles:
             raise Forbidden("not_investigator", f"{self.name!r} has no investigator role")
         case = self._active_case(case_id)
@@ -456,8 +471,7 @@ class DisclosureService:
             reason = "".join(c for c in reply.reason if c.isprintable())
             outcome, identifier = reply.outcome, None
             if outcome == "allowed":
-                assert self.key is not None
-                if self._hashes_to(reply.identifier, record.entity):
+                if await self._hashes_to(reply.identifier, record.entity, record.case_id):
                     identifier = reply.identifier
                 else:
                     outcome = WRONG
@@ -479,22 +493,31 @@ class DisclosureService:
         self.stats.received[outcome] = self.stats.received.get(outcome, 0) + 1
         log.info("disclosure request %s: %s answered %s", reply.request_id.hex(), sender, outcome)
 
-    def _hashes_to(self, identifier: str, entity: EntityRef) -> bool:
-        assert self.key is not None
+    async def _hashes_to(self, identifier: str, entity: EntityRef, case_id: str) -> bool:
+        """Whether ``identifier`` is the one behind ``entity``: evaluated like a query
+        under the case (the evaluators check the case is active and ours)."""
         try:
-            return pseudonym(self.key.secret, entity.type, identifier) == entity.pseudonym
+            if normalize(EntityType(entity.type), identifier) != identifier:
+                return False
         except (NormalizationError, ValueError):
             return False
+        pseudonyms = self._need_pseudonyms()
+        try:
+            evaluated = await pseudonyms.refs([(entity.type, identifier)], Purpose.query(case_id))
+        except Refusal as exc:
+            log.warning("a disclosed identifier could not be checked: %s", exc.message)
+            return False
+        return evaluated.refs[0] == entity
 
     # ------------------------------------------------------------------ helpers
 
-    def _need_key(self) -> PseudonymKey:
-        if self.key is None:
+    def _need_pseudonyms(self) -> PseudonymService:
+        if self.pseudonyms is None or not self.pseudonyms.ready:
             raise Unavailable(
-                "no_pseudonym_key",
-                "this node has no consortium pseudonym key, so it cannot check identifiers",
+                "no_pseudonym_share",
+                "this node has no share of the pseudonym key, so it cannot check identifiers",
             )
-        return self.key
+        return self.pseudonyms
 
     async def _record(self, kind: str, body: DisclosureRequest | DisclosureAnswer) -> bytes:
         """Sign, submit and wait for the commit of this member's record; its tx id."""

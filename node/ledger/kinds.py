@@ -39,6 +39,8 @@ from node.ledger.attributes import check_keys, check_together, parse
 from node.setup.users import ACTOR_SIZE as ACTOR_SIZE
 from node.setup.users import NODE_ACTOR as NODE_ACTOR
 
+EVALUATION_ID_SIZE = 16
+
 # Why a case is opened, in the consortium's words; the reasons behind one case are its
 # justification, which stays off the ledger.
 PURPOSES = (
@@ -218,10 +220,17 @@ class Access:
     subject: EntityRef | None
     answered_ms: int
     actor: bytes = NODE_ACTOR
+    # The pseudonym evaluation that gave the subject's pseudonym (its request id,
+    # ``node.pseudonyms``); empty for a query that evaluated nothing (a graph from a
+    # pseudonym, an audit query). Evaluators log the ids they answered, so an
+    # evaluation under a case that no access record names stands out.
+    evaluation: bytes = b""
 
     def __post_init__(self) -> None:
         _check_case_id(self.case_id)
         _check_actor(self.actor)
+        if self.evaluation and len(self.evaluation) != EVALUATION_ID_SIZE:
+            raise ValueError(f"evaluation is empty or {EVALUATION_ID_SIZE} bytes")
         if self.query not in QUERY_KINDS:
             raise ValueError(f"query must be one of {', '.join(QUERY_KINDS)}")
         if (self.subject is None) == (self.query in SUBJECT_QUERIES):

@@ -53,7 +53,10 @@ from consensus.crypto import DIGEST_SIZE, hash_bytes
 # build does not decode.
 # 4: case, approve, close, access and psi bodies carry ``actor``, the acting user's
 # pseudonymous id; version 3 bodies of those kinds do not decode.
-FORMAT_VERSION = 4
+# 5: pseudonyms are threshold OPRF outputs (``node.identifiers.oprf``), no longer a
+# keyed hash under one shared key, and access bodies name their ``evaluation``; a
+# ledger of shared-key pseudonyms cannot be read with the new function.
+FORMAT_VERSION = 5
 
 DB_BLOCKS = b"blocks"
 DB_TXPOS = b"txpos"

@@ -251,9 +251,17 @@ def claim_identity(env: Environment, txn: WriteTxn, chain_id: str, genesis: byte
     version = txn.get(META_FORMAT, db=meta)
     if version is None or U32.unpack(version)[0] != FORMAT_VERSION:
         found = "none" if version is None else U32.unpack(version)[0]
+        why = ""
+        if isinstance(found, int) and found < 5:
+            why = (
+                " (before version 5 pseudonyms were a keyed hash under one key every "
+                "member held; this build makes them with the threshold function and "
+                "cannot read those: start a new ledger from a genesis made with the key "
+                "ceremony)"
+            )
         raise StoreError(
             f"the ledger store at {env.path} has format version {found}, "
-            f"this build reads version {FORMAT_VERSION}"
+            f"this build reads version {FORMAT_VERSION}{why}"
         )
 
 

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from node.client.http import ApiClientError, api_url_of_home
+from node.client.pseudonyms import NodePseudonyms
 from node.client.text import graph_lines, trace_lines
 from node.client.tracing import TracingClient, refusal
 from node.identifiers.normalize import normalize
-from node.ledger.authoring import Author, load_author
-from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring, fraud_ring_entities
+from node.ledger.authoring import Author, AuthoringError, load_author
+from node.ops.scenario import CALLER, DAY_MS, DAYS, fraud_ring_entities, fraud_ring_with_refs
 from node.setup.keys import atomic_write
 from node.setup.users import UserError, add_user
 
@@ -76,14 +77,26 @@ class Partner:
 
 
 def partners(homes: Sequence[Path], directory: Path | None = None) -> list[Partner]:
+    """Each member of ``homes`` as the demo's people act for it. Its author takes
+    pseudonyms from its own running node, as its reporter (the role that may ask)."""
     out = []
     kept = _demo_users(directory, homes) if directory is not None else {}
     for home in homes:
-        author = load_author(home)
+        author = _load(home)
         member = next(m for m in author.genesis.members if m.name == author.member)
         tokens = kept.get(author.member, {})
-        out.append(Partner(author, api_url_of_home(home), frozenset(member.roles), tokens))
+        url = api_url_of_home(home)
+        source = NodePseudonyms(url, tokens.get("reporter"))
+        author = Author(author.genesis, author.member, author.signer, source)
+        out.append(Partner(author, url, frozenset(member.roles), tokens))
     return out
+
+
+def _load(home: Path) -> Author:
+    try:
+        return load_author(home)
+    except AuthoringError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def _demo_users(directory: Path, homes: Sequence[Path]) -> dict[str, dict[str, str]]:
@@ -96,7 +109,7 @@ def _demo_users(directory: Path, homes: Sequence[Path]) -> dict[str, dict[str, s
         return kept
     made: dict[str, dict[str, str]] = {}
     for home in homes:
-        author = load_author(home)
+        author = _load(home)
         member = next(m for m in author.genesis.members if m.name == author.member)
         tokens: dict[str, str] = {}
         people = [(INVESTIGATOR, "investigator"), (APPROVER, "approver"), (REPORTER, "reporter")]
@@ -153,14 +166,19 @@ def _submit_story(directory: Path, team: Sequence[Partner], say: Say) -> None:
         return
     by_name = {p.name: p for p in team}
     try:
-        signed = fraud_ring({p.name: p.author for p in team}, int(time.time() * 1000))
-    except ValueError as exc:
+        # The members' nodes are running: each partner's pseudonyms come from its own.
+        signed = fraud_ring_with_refs({p.name: p.author for p in team}, int(time.time() * 1000))
+    except ValueError as exc:  # AuthoringError included
         raise DemoError(str(exc)) from None
     say(f"\nsix partners report what each saw ({len(signed)} records, each through its own node):")
     named = fraud_ring_entities()
     tx_ids: list[str] = []
-    for name in dict.fromkeys(member for member, _ in signed):
-        mine = [(tx, named[i]) for i, (member, tx) in enumerate(signed) if member == name]
+    for name in dict.fromkeys(member for member, _, _ in signed):
+        mine = [
+            (tx, tuple(zip(refs, named[i], strict=True)))
+            for i, (member, tx, refs) in enumerate(signed)
+            if member == name
+        ]
         partner = by_name[name]
         with TracingClient(partner.url, token=partner.tokens.get("reporter")) as client:
             code, answer = client.submit([tx for tx, _ in mine], wait=True, timeout_s=30.0)
@@ -177,12 +195,12 @@ def _submit_story(directory: Path, team: Sequence[Partner], say: Say) -> None:
                 [
                     {
                         "type": kind,
-                        "pseudonym": partner.author.entity(kind, raw).pseudonym.hex(),
+                        "pseudonym": ref.pseudonym.hex(),
                         "identifier": normalize(kind, raw),
                         "tx_id": row["tx_id"],
                     }
                     for row, (_tx, entities) in zip(rows, mine, strict=True)
-                    for kind, raw in entities
+                    for ref, (kind, raw) in entities
                 ]
             )
         tx_ids += [r["tx_id"] for r in rows]

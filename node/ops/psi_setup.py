@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from node.client.http import ApiClient, api_url_of_home
+from node.client.pseudonyms import author_for_home
 from node.details.records import (
     case_recipients,
     commitment,
@@ -62,7 +63,8 @@ def open_case(
     """Open ``case_id`` as member ``opener`` and approve it as each of ``approvers``, each
     through its own node; returns the case transaction id once every approval is
     committed."""
-    author = load_author(homes[opener])
+    # The scope's pseudonym comes from the opener's running node (nodes must be up).
+    author = author_for_home(homes[opener])
     now = int(time.time() * 1000)
     scope = (author.entity("phone", "+86 138 0013 8000"),)
     justification = justification_details("Members compare their lists of suspect numbers.")

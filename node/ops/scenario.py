@@ -32,6 +32,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from node.identifiers.pseudonym import EntityRef
 from node.ledger.attributes import attributes_of
 from node.ledger.authoring import Author
 from node.ledger.kinds import Attribute, Link, Report
@@ -209,13 +210,33 @@ def fraud_ring(
 ) -> list[tuple[str, bytes]]:
     """The story's transactions as (member name, signed transaction), in report order.
     ``authors`` maps member names to their signing authors."""
+    return [(member, tx) for member, tx, _ in fraud_ring_with_refs(authors, now_ms, rng)]
+
+
+def fraud_ring_with_refs(
+    authors: Mapping[str, Author], now_ms: int, rng: random.Random | None = None
+) -> list[tuple[str, bytes, tuple[EntityRef, ...]]]:
+    """``fraud_ring`` with the references each transaction names (as
+    ``fraud_ring_entities`` lists their identifiers). Each member's pseudonyms are asked
+    for in one batch, before anything is signed."""
     jitter = rng or random.Random(0)
     genesis = next(iter(authors.values())).genesis
     names = reporter_names([(m.name, m.institution) for m in genesis.members if m.name in authors])
-    out: list[tuple[str, bytes]] = []
-    for record in sorted(STORY, key=lambda r: -r.days_ago):
+    ordered = sorted(STORY, key=lambda r: -r.days_ago)
+    # Per member, each identifier once (dicts keep their order).
+    wanted: dict[str, dict[tuple[str, str], None]] = {}
+    for record in ordered:
+        ends = [record.subject] if record.other is None else [record.subject, record.other]
+        wanted.setdefault(names[record.reporter], {}).update(dict.fromkeys(ends))
+    known: dict[str, dict[tuple[str, str], EntityRef]] = {}
+    for member, unique in wanted.items():
+        items = list(unique)
+        known[member] = dict(zip(items, authors[member].entities(items), strict=True))
+    out: list[tuple[str, bytes, tuple[EntityRef, ...]]] = []
+    for record in ordered:
         member = names[record.reporter]
         author = authors[member]
+        refs = known[member]
         observed = now_ms - int(record.days_ago * DAY_MS) + jitter.randrange(3_600_000)
         body: Report | Link
         if record.kind == "report":
@@ -224,7 +245,7 @@ def fraud_ring(
                 first, last = record.seen_days_ago
                 pairs += [("first_seen", _day(now_ms, first)), ("last_seen", _day(now_ms, last))]
             body = Report(
-                subject=author.entity(*record.subject),
+                subject=refs[record.subject],
                 category=record.category_or_relation,
                 attributes=tuple(
                     Attribute(k, v) for k, v in attributes_of(record.category_or_relation, pairs)
@@ -233,16 +254,18 @@ def fraud_ring(
                 observed_ms=observed,
                 details_commitment=None,
             )
+            named: tuple[EntityRef, ...] = (refs[record.subject],)
         else:
             assert record.other is not None
             body = Link(
-                a=author.entity(*record.subject),
-                b=author.entity(*record.other),
+                a=refs[record.subject],
+                b=refs[record.other],
                 relation=record.category_or_relation,
                 observed_ms=observed,
                 evidence_commitment=None,
             )
-        out.append((member, author.sign(body)))
+            named = (refs[record.subject], refs[record.other])
+        out.append((member, author.sign(body), named))
     return out
 
 

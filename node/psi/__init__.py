@@ -4,6 +4,7 @@ protocol as a pure state machine (``protocol``), one run's state (``run``), answ
 prepared while idle (``answers``), the run's ledger record (``record``) and the service
 that gates, runs and records it (``service``).
 
-Layer: a feature package above ``host``. May import ``node.host`` and everything below
-it; never ``tracing``, ``details``, ``api`` or anything above.
+Layer: a feature package above ``pseudonyms``. May import ``node.pseudonyms``,
+``node.host`` and everything below them; never ``tracing``, ``details``, ``api`` or
+anything above.
 """

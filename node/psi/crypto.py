@@ -5,7 +5,8 @@ Pure functions over bytes (no I/O, no clock); the node's PSI service calls them 
 never runs on the event loop.
 
 The group is the prime-order subgroup of Ed25519 (order L = 2^252 + ...), through
-PyNaCl's bindings of libsodium (PyNaCl has no ristretto255):
+PyNaCl's bindings of libsodium (PyNaCl has no ristretto255); the primitives themselves
+live in ``node.identifiers.group`` and are re-exported here:
 
 * **Hash to the group.** ``hash_to_group`` derives 64 bytes from the element with
   BLAKE2b-512 (personalised, prefixed with the run-independent ``domain``: chain id and
@@ -46,24 +47,19 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nacl import exceptions as nacl_exceptions
-from nacl.bindings import (
-    crypto_core_ed25519_add,
-    crypto_core_ed25519_from_uniform,
-    crypto_core_ed25519_is_valid_point,
-    crypto_core_ed25519_scalar_reduce,
-    crypto_scalarmult_ed25519_noclamp,
-)
-
+# The group primitives live with the identifiers (the threshold OPRF uses them too);
+# re-exported here so PSI code and its tests keep importing them from this module.
+from node.identifiers.group import POINT_SIZE as POINT_SIZE
+from node.identifiers.group import SCALAR_SIZE as SCALAR_SIZE
+from node.identifiers.group import hash_to_group as hash_to_group
+from node.identifiers.group import is_valid_point as is_valid_point
+from node.identifiers.group import raise_point as raise_point
+from node.identifiers.group import random_scalar as random_scalar
 from node.identifiers.normalize import NormalizationError, normalize
 
-POINT_SIZE = 32
-SCALAR_SIZE = 32
 TAG_SIZE = 16
 RUN_ID_SIZE = 16
-_H2G_PERSON = b"crosstrace-psi-h"  # BLAKE2b personalisations: at most 16 bytes
-_TAG_PERSON = b"crosstrace-psi-t"
-_ZERO = bytes(SCALAR_SIZE)
+_TAG_PERSON = b"crosstrace-psi-t"  # BLAKE2b personalisation: at most 16 bytes
 
 T = TypeVar("T")
 
@@ -77,38 +73,6 @@ def domain(chain_id: str, entity_type: str) -> bytes:
     if len(chain) > 0xFFFF or len(kind) > 0xFF:
         raise ValueError("chain id or entity type too long for the PSI domain")
     return len(chain).to_bytes(2, "big") + chain + len(kind).to_bytes(1, "big") + kind
-
-
-def hash_to_group(prefix: bytes, value: str) -> bytes:
-    """The group element of ``value`` (already normalised) under ``prefix`` (``domain``)."""
-    wide = hashlib.blake2b(prefix + value.encode(), digest_size=64, person=_H2G_PERSON).digest()
-    point = crypto_core_ed25519_add(
-        crypto_core_ed25519_from_uniform(wide[:32]), crypto_core_ed25519_from_uniform(wide[32:])
-    )
-    return bytes(point)
-
-
-def random_scalar() -> bytes:
-    """A secret scalar, uniform in [1, L)."""
-    while True:
-        scalar = bytes(crypto_core_ed25519_scalar_reduce(os.urandom(64)))
-        if scalar != _ZERO:
-            return scalar
-
-
-def is_valid_point(point: bytes) -> bool:
-    """libsodium's own check (canonical, on the curve, prime order, not the identity)."""
-    return len(point) == POINT_SIZE and bool(crypto_core_ed25519_is_valid_point(point))
-
-
-def raise_point(scalar: bytes, point: bytes) -> bytes | None:
-    """``point`` to the power ``scalar``; None if libsodium refuses the point."""
-    if len(point) != POINT_SIZE:
-        return None
-    try:
-        return bytes(crypto_scalarmult_ed25519_noclamp(scalar, point))
-    except nacl_exceptions.RuntimeError:
-        return None
 
 
 def tag(run_id: bytes, point: bytes) -> bytes:

@@ -29,6 +29,11 @@ LOG_FORMATS = ("json", "text")
 _MAX_FILE_BYTES = 1024 * 1024
 _WILDCARD_HOSTS = {"0.0.0.0", "::"}
 _NAME_MISSING = "missing (this node's member name in the genesis file)"
+_SHARED_KEY_GONE = (
+    "the shared pseudonym key is gone: each member now holds its own share of a key "
+    "nobody holds whole, made by the key ceremony (crosstrace dkg); replace this line "
+    'with pseudonym_share_file = "pseudonym.share" (the file crosstrace dkg share writes)'
+)
 
 
 class ConfigError(ValueError):
@@ -281,9 +286,12 @@ class StorageSection:
 
 @dataclass(frozen=True)
 class TracingSection:
-    pseudonym_key_file: Path = field(
-        default=Path("pseudonym.key"),
-        metadata=_meta("The consortium pseudonym key (shared out of band)."),
+    pseudonym_share_file: Path = field(
+        default=Path("pseudonym.share"),
+        metadata=_meta(
+            "This member's share of the pseudonym key, from the key ceremony "
+            "(crosstrace dkg share writes it; mode 0600)."
+        ),
     )
     retention_days: int = field(
         default=365,
@@ -420,7 +428,7 @@ class NodeConfig:
             data_dir=fix(self.node.data_dir),
         )
         tracing = dataclasses.replace(
-            self.tracing, pseudonym_key_file=fix(self.tracing.pseudonym_key_file)
+            self.tracing, pseudonym_share_file=fix(self.tracing.pseudonym_share_file)
         )
         psi = dataclasses.replace(
             self.psi,
@@ -465,6 +473,8 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
         if not isinstance(table, dict):
             raise ConfigError(f"expected a table [{section}], got {table!r}", section)
         names = [f.name for f in dataclasses.fields(cls)]
+        if section == "tracing" and "pseudonym_key_file" in table:
+            raise ConfigError(_SHARED_KEY_GONE, "tracing.pseudonym_key_file")
         for key in table:
             if key not in names:
                 raise ConfigError(f"unknown key{_suggest(key, names)}", f"{section}.{key}")

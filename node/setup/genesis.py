@@ -24,6 +24,15 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from consensus.codec import encode_value
 from consensus.crypto import PUBLIC_KEY_SIZE, hash_bytes
 from consensus.membership import MAX_MEMBERS, MIN_MEMBERS, Membership
+from node.identifiers.group import POINT_SIZE
+from node.setup.genesis_errors import GenesisError as GenesisError
+from node.setup.genesis_pseudonyms import DEFAULT_QUERY_QUOTA as DEFAULT_QUERY_QUOTA
+from node.setup.genesis_pseudonyms import DEFAULT_REPORT_QUOTA as DEFAULT_REPORT_QUOTA
+from node.setup.genesis_pseudonyms import PSEUDONYM_SCHEME as PSEUDONYM_SCHEME
+from node.setup.genesis_pseudonyms import TRANSCRIPT_SIZE as TRANSCRIPT_SIZE
+from node.setup.genesis_pseudonyms import GenesisPseudonyms as GenesisPseudonyms
+from node.setup.genesis_pseudonyms import PseudonymParameters as PseudonymParameters
+from node.setup.genesis_pseudonyms import default_threshold as default_threshold
 from node.setup.keys import atomic_write
 
 INSTITUTIONS = ("police", "bank", "telecom", "utility", "other")
@@ -35,23 +44,17 @@ NAME_HELP = "1 to 64 characters of [a-z0-9._-] starting with a letter or digit"
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _MAX_FILE_BYTES = 4 * 1024 * 1024
 
-
-class GenesisError(ValueError):
-    """An invalid genesis or descriptor; ``field_path`` names the offending value."""
-
-    def __init__(self, problem: str, field_path: str = "") -> None:
-        self.problem = problem
-        self.field_path = field_path
-        super().__init__(f"{field_path}: {problem}" if field_path else problem)
-
-    def under(self, prefix: str) -> GenesisError:
-        if not self.field_path:
-            path = prefix
-        elif self.field_path.startswith("["):
-            path = prefix + self.field_path
-        else:
-            path = f"{prefix}.{self.field_path}"
-        return GenesisError(self.problem, path)
+README_CEREMONY = 'README, "A consortium across machines"'
+OLD_SHARED_KEY = (
+    "missing: this genesis was made for the old shared-key pseudonyms, which this build "
+    "no longer accepts; make a new genesis with the key ceremony "
+    f"({README_CEREMONY})"
+)
+DRAFT_NOT_FINISHED = (
+    "this is a draft genesis: the key ceremony has not finished (next: each member runs "
+    "crosstrace dkg deal --home HOME --draft FILE; see "
+    f"{README_CEREMONY})"
+)
 
 
 def split_host_port(text: object, *, allow_port_zero: bool = False) -> tuple[str, int]:
@@ -166,6 +169,78 @@ class GenesisConsensus:
             )
 
 
+def _check_members(members: object, case_approvals: object) -> int:
+    """The members' checks shared by draft and genesis; returns n."""
+    if not isinstance(members, tuple) or not all(isinstance(m, Member) for m in members):
+        raise GenesisError("expected a tuple of Member", "members")
+    n = len(members)
+    if not MIN_MEMBERS <= n <= MAX_MEMBERS:
+        raise GenesisError(f"PBFT needs {MIN_MEMBERS} to {MAX_MEMBERS} members, got {n}", "members")
+    for attr in ("name", "public_key", "address"):
+        seen: dict[object, int] = {}
+        for i, m in enumerate(members):
+            value = getattr(m, attr)
+            # Host names are case-insensitive, so two spellings are one address.
+            key = value.lower() if attr == "address" else value
+            if key in seen:
+                shown = value.hex() if isinstance(value, bytes) else value
+                raise GenesisError(
+                    f"duplicate of members[{seen[key]}].{attr} ({shown})",
+                    f"members[{i}].{attr}",
+                )
+            seen[key] = i
+    k = case_approvals
+    if type(k) is not int or not 1 <= k <= n:
+        raise GenesisError(
+            f"must be between 1 and {n} (the number of members), got {k!r}", "case_approvals"
+        )
+    return n
+
+
+def _check_threshold(threshold: int, n: int) -> None:
+    if threshold > n:
+        raise GenesisError(
+            f"must be at most {n} (the number of members), got {threshold}", "pseudonyms.threshold"
+        )
+
+
+def _check_header(chain_id: object, genesis_time: object, consensus: object) -> None:
+    if not isinstance(chain_id, str) or not _CHAIN_ID_RE.fullmatch(chain_id):
+        raise GenesisError(
+            f"expected 1 to 64 characters of [a-z0-9-], got {chain_id!r}", "chain_id"
+        )
+    _check_time(genesis_time)
+    if not isinstance(consensus, GenesisConsensus):
+        raise GenesisError("expected GenesisConsensus", "consensus")
+
+
+@dataclass(frozen=True)
+class GenesisDraft:
+    """A genesis before the key ceremony: everything but its result. Its hash binds
+    every file of the ceremony, so none can be replayed into another consortium."""
+
+    chain_id: str
+    genesis_time: str
+    members: tuple[Member, ...]
+    consensus: GenesisConsensus
+    case_approvals: int
+    pseudonyms: PseudonymParameters
+
+    def __post_init__(self) -> None:
+        _check_header(self.chain_id, self.genesis_time, self.consensus)
+        n = _check_members(self.members, self.case_approvals)
+        if not isinstance(self.pseudonyms, PseudonymParameters):
+            raise GenesisError("expected PseudonymParameters", "pseudonyms")
+        _check_threshold(self.pseudonyms.threshold, n)
+
+    def hash(self) -> bytes:
+        return hash_bytes("genesis-draft", encode_value(self))
+
+    def member_index(self, name: str) -> int | None:
+        """The 1-based index of the member called ``name`` (its ceremony index)."""
+        return next((i + 1 for i, m in enumerate(self.members) if m.name == name), None)
+
+
 @dataclass(frozen=True)
 class Genesis:
     chain_id: str
@@ -173,45 +248,38 @@ class Genesis:
     members: tuple[Member, ...]
     consensus: GenesisConsensus
     case_approvals: int
+    pseudonyms: GenesisPseudonyms
 
     def __post_init__(self) -> None:
-        if not isinstance(self.chain_id, str) or not _CHAIN_ID_RE.fullmatch(self.chain_id):
+        _check_header(self.chain_id, self.genesis_time, self.consensus)
+        n = _check_members(self.members, self.case_approvals)
+        p = self.pseudonyms
+        if not isinstance(p, GenesisPseudonyms):
+            raise GenesisError("expected GenesisPseudonyms", "pseudonyms")
+        _check_threshold(p.threshold, n)
+        if len(p.public_shares) != n:
             raise GenesisError(
-                f"expected 1 to 64 characters of [a-z0-9-], got {self.chain_id!r}", "chain_id"
+                f"expected one per member ({n}), got {len(p.public_shares)}",
+                "pseudonyms.public_shares",
             )
-        _check_time(self.genesis_time)
-        if not isinstance(self.consensus, GenesisConsensus):
-            raise GenesisError("expected GenesisConsensus", "consensus")
-        if not isinstance(self.members, tuple) or not all(
-            isinstance(m, Member) for m in self.members
-        ):
-            raise GenesisError("expected a tuple of Member", "members")
-        n = len(self.members)
-        if not MIN_MEMBERS <= n <= MAX_MEMBERS:
-            raise GenesisError(
-                f"PBFT needs {MIN_MEMBERS} to {MAX_MEMBERS} members, got {n}", "members"
-            )
-        for attr in ("name", "public_key", "address"):
-            seen: dict[object, int] = {}
-            for i, m in enumerate(self.members):
-                value = getattr(m, attr)
-                # Host names are case-insensitive, so two spellings are one address.
-                key = value.lower() if attr == "address" else value
-                if key in seen:
-                    shown = value.hex() if isinstance(value, bytes) else value
-                    raise GenesisError(
-                        f"duplicate of members[{seen[key]}].{attr} ({shown})",
-                        f"members[{i}].{attr}",
-                    )
-                seen[key] = i
-        k = self.case_approvals
-        if type(k) is not int or not 1 <= k <= n:
-            raise GenesisError(
-                f"must be between 1 and {n} (the number of members), got {k!r}", "case_approvals"
-            )
+        names = {m.name for m in self.members}
+        for i, dealer in enumerate(p.dealers):
+            if dealer not in names:
+                raise GenesisError(f"{dealer!r} is not a member", f"pseudonyms.dealers[{i}]")
 
     def hash(self) -> bytes:
         return hash_bytes("genesis", encode_value(self))
+
+    def draft(self) -> GenesisDraft:
+        """The draft this genesis was finished from."""
+        return GenesisDraft(
+            chain_id=self.chain_id,
+            genesis_time=self.genesis_time,
+            members=self.members,
+            consensus=self.consensus,
+            case_approvals=self.case_approvals,
+            pseudonyms=self.pseudonyms.parameters(),
+        )
 
     def membership(self) -> Membership:
         return Membership(self.chain_id, tuple(m.public_key for m in self.members))
@@ -257,7 +325,17 @@ _CONSENSUS_FIELDS = (
     "view_timeout_ms",
     "heartbeat_ms",
 )
-_GENESIS_FIELDS = ("chain_id", "genesis_time", "case_approvals", "consensus", "members")
+_GENESIS_FIELDS = (
+    "chain_id",
+    "genesis_time",
+    "case_approvals",
+    "consensus",
+    "members",
+    "pseudonyms",
+)
+_DRAFT_FIELDS = ("draft", *_GENESIS_FIELDS)
+_PARAMETER_FIELDS = ("scheme", "threshold", "report_quota_per_day", "query_quota_per_case_per_day")
+_PSEUDONYM_FIELDS = (*_PARAMETER_FIELDS, "public_key", "public_shares", "dealers", "transcript")
 
 
 def _json_type(value: object) -> str:
@@ -294,16 +372,24 @@ def _integer(value: object, path: str) -> int:
     return value
 
 
-def _public_key(value: object, path: str) -> bytes:
+def _hex(value: object, size: int, path: str) -> bytes:
     text = _string(value, path)
-    if len(text) != 2 * PUBLIC_KEY_SIZE:
-        raise GenesisError(f"expected {2 * PUBLIC_KEY_SIZE} hex characters, got {len(text)}", path)
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise GenesisError(
-            f"expected {2 * PUBLIC_KEY_SIZE} hex characters, got {text!r}", path
-        ) from None
+    if len(text) != 2 * size:
+        raise GenesisError(f"expected {2 * size} hex characters, got {len(text)}", path)
+    # bytes.fromhex would accept spaces; a genesis value has exactly one spelling.
+    if not text.isascii() or not all(c in "0123456789abcdefABCDEF" for c in text):
+        raise GenesisError(f"expected {2 * size} hex characters, got {text!r}", path)
+    return bytes.fromhex(text)
+
+
+def _public_key(value: object, path: str) -> bytes:
+    return _hex(value, PUBLIC_KEY_SIZE, path)
+
+
+def _array(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise GenesisError(f"expected an array, got {_json_type(value)}", path)
+    return value
 
 
 def parse_member(doc: object, path: str = "") -> Member:
@@ -332,20 +418,77 @@ def parse_consensus(doc: object, path: str = "consensus") -> GenesisConsensus:
         raise exc.under(path) from None
 
 
+def parse_parameters(doc: object, path: str = "pseudonyms") -> PseudonymParameters:
+    obj = _object(doc, _PARAMETER_FIELDS, path)
+    try:
+        return PseudonymParameters(
+            scheme=_string(obj["scheme"], f"{path}.scheme"),
+            threshold=_integer(obj["threshold"], f"{path}.threshold"),
+            report_quota_per_day=_integer(
+                obj["report_quota_per_day"], f"{path}.report_quota_per_day"
+            ),
+            query_quota_per_case_per_day=_integer(
+                obj["query_quota_per_case_per_day"], f"{path}.query_quota_per_case_per_day"
+            ),
+        )
+    except GenesisError as exc:
+        raise (exc if exc.field_path.startswith(path) else exc.under(path)) from None
+
+
+def parse_pseudonyms(doc: object, path: str = "pseudonyms") -> GenesisPseudonyms:
+    obj = _object(doc, _PSEUDONYM_FIELDS, path)
+    params = parse_parameters({k: obj[k] for k in _PARAMETER_FIELDS}, path)
+    shares = _array(obj["public_shares"], f"{path}.public_shares")
+    dealers = _array(obj["dealers"], f"{path}.dealers")
+    try:
+        return GenesisPseudonyms(
+            threshold=params.threshold,
+            public_key=_hex(obj["public_key"], POINT_SIZE, f"{path}.public_key"),
+            public_shares=tuple(
+                _hex(v, POINT_SIZE, f"{path}.public_shares[{i}]") for i, v in enumerate(shares)
+            ),
+            dealers=tuple(_string(v, f"{path}.dealers[{i}]") for i, v in enumerate(dealers)),
+            transcript=_hex(obj["transcript"], TRANSCRIPT_SIZE, f"{path}.transcript"),
+            report_quota_per_day=params.report_quota_per_day,
+            query_quota_per_case_per_day=params.query_quota_per_case_per_day,
+            scheme=params.scheme,
+        )
+    except GenesisError as exc:
+        raise (exc if exc.field_path.startswith(path) else exc.under(path)) from None
+
+
+def _parse_common(obj: dict[str, Any]) -> dict[str, Any]:
+    members_doc = _array(obj["members"], "members")
+    return {
+        "chain_id": _string(obj["chain_id"], "chain_id"),
+        "genesis_time": _string(obj["genesis_time"], "genesis_time"),
+        "members": tuple(parse_member(m, f"members[{i}]") for i, m in enumerate(members_doc)),
+        "consensus": parse_consensus(obj["consensus"]),
+        "case_approvals": _integer(obj["case_approvals"], "case_approvals"),
+    }
+
+
 def parse_genesis(doc: object) -> Genesis:
     """Build a ``Genesis`` from the decoded JSON document, checking every value."""
+    if isinstance(doc, dict):
+        if doc.get("draft") is True:
+            raise GenesisError(DRAFT_NOT_FINISHED)
+        if "pseudonyms" not in doc:
+            raise GenesisError(OLD_SHARED_KEY, "pseudonyms")
     obj = _object(doc, _GENESIS_FIELDS, "")
-    members_doc = obj["members"]
-    if not isinstance(members_doc, list):
-        raise GenesisError(f"expected an array, got {_json_type(members_doc)}", "members")
-    members = tuple(parse_member(m, f"members[{i}]") for i, m in enumerate(members_doc))
-    return Genesis(
-        chain_id=_string(obj["chain_id"], "chain_id"),
-        genesis_time=_string(obj["genesis_time"], "genesis_time"),
-        members=members,
-        consensus=parse_consensus(obj["consensus"]),
-        case_approvals=_integer(obj["case_approvals"], "case_approvals"),
-    )
+    common = _parse_common(obj)
+    return Genesis(**common, pseudonyms=parse_pseudonyms(obj["pseudonyms"]))
+
+
+def parse_draft(doc: object) -> GenesisDraft:
+    """Build a ``GenesisDraft`` from its decoded JSON document (``"draft": true``)."""
+    if isinstance(doc, dict) and doc.get("draft") is not True:
+        if "pseudonyms" in doc and "draft" not in doc:
+            raise GenesisError("this is a finished genesis, not a draft", "draft")
+        raise GenesisError(f"expected true, got {doc.get('draft')!r}", "draft")
+    obj = _object(doc, _DRAFT_FIELDS, "")
+    common = _parse_common(obj)
+    return GenesisDraft(**common, pseudonyms=parse_parameters(obj["pseudonyms"]))
 
 
 def member_to_dict(member: Member) -> dict[str, Any]:
@@ -358,7 +501,7 @@ def member_to_dict(member: Member) -> dict[str, Any]:
     }
 
 
-def genesis_to_dict(genesis: Genesis) -> dict[str, Any]:
+def _common_to_dict(genesis: Genesis | GenesisDraft) -> dict[str, Any]:
     c = genesis.consensus
     return {
         "chain_id": genesis.chain_id,
@@ -367,6 +510,31 @@ def genesis_to_dict(genesis: Genesis) -> dict[str, Any]:
         "consensus": {name: getattr(c, name) for name in _CONSENSUS_FIELDS},
         "members": [member_to_dict(m) for m in genesis.members],
     }
+
+
+def _parameters_to_dict(p: PseudonymParameters | GenesisPseudonyms) -> dict[str, Any]:
+    return {name: getattr(p, name) for name in _PARAMETER_FIELDS}
+
+
+def genesis_to_dict(genesis: Genesis) -> dict[str, Any]:
+    p = genesis.pseudonyms
+    return _common_to_dict(genesis) | {
+        "pseudonyms": _parameters_to_dict(p)
+        | {
+            "public_key": p.public_key.hex(),
+            "public_shares": [s.hex() for s in p.public_shares],
+            "dealers": list(p.dealers),
+            "transcript": p.transcript.hex(),
+        }
+    }
+
+
+def draft_to_dict(draft: GenesisDraft) -> dict[str, Any]:
+    return (
+        {"draft": True}
+        | _common_to_dict(draft)
+        | {"pseudonyms": _parameters_to_dict(draft.pseudonyms)}
+    )
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
@@ -422,6 +590,19 @@ def save_genesis(path: Path | str, genesis: Genesis) -> None:
     atomic_write(path, _dumps(genesis_to_dict(genesis)), 0o644)
 
 
+def load_draft(path: Path | str) -> GenesisDraft:
+    path = Path(path)
+    doc = _read_json(path)
+    try:
+        return parse_draft(doc)
+    except GenesisError as exc:
+        raise GenesisError(f"{path}: {exc}") from None
+
+
+def save_draft(path: Path | str, draft: GenesisDraft) -> None:
+    atomic_write(path, _dumps(draft_to_dict(draft)), 0o644)
+
+
 def load_descriptor(path: Path | str) -> MemberDescriptor:
     path = Path(path)
     doc = _read_json(path)
@@ -435,19 +616,47 @@ def save_descriptor(path: Path | str, descriptor: MemberDescriptor) -> None:
     atomic_write(path, _dumps(member_to_dict(descriptor)), 0o644)
 
 
-def assemble_genesis(
+def assemble_draft(
     chain_id: str,
     descriptors: Sequence[MemberDescriptor],
     case_approvals: int,
     params: GenesisConsensus | None = None,
     *,
     genesis_time: str | None = None,
-) -> Genesis:
-    """A genesis with the members in the order given: member i is the primary of view i."""
-    return Genesis(
+    threshold: int | None = None,
+    report_quota_per_day: int = DEFAULT_REPORT_QUOTA,
+    query_quota_per_case_per_day: int = DEFAULT_QUERY_QUOTA,
+) -> GenesisDraft:
+    """A draft with the members in the order given: member i is the primary of view i
+    and has index i + 1 in the key ceremony. ``threshold`` defaults to f + 1 (at least 2)."""
+    try:
+        pseudonyms = PseudonymParameters(
+            threshold=threshold if threshold is not None else default_threshold(len(descriptors)),
+            report_quota_per_day=report_quota_per_day,
+            query_quota_per_case_per_day=query_quota_per_case_per_day,
+        )
+    except GenesisError as exc:
+        raise exc.under("pseudonyms") from None
+    return GenesisDraft(
         chain_id=chain_id,
         genesis_time=genesis_time if genesis_time is not None else now_iso(),
         members=tuple(descriptors),
         consensus=params if params is not None else GenesisConsensus(),
         case_approvals=case_approvals,
+        pseudonyms=pseudonyms,
+    )
+
+
+def finished_genesis(draft: GenesisDraft, pseudonyms: GenesisPseudonyms) -> Genesis:
+    """The genesis of ``draft`` with the key ceremony's result; refuses a result whose
+    parameters are not the draft's."""
+    if pseudonyms.parameters() != draft.pseudonyms:
+        raise GenesisError("the ceremony's parameters differ from the draft's", "pseudonyms")
+    return Genesis(
+        chain_id=draft.chain_id,
+        genesis_time=draft.genesis_time,
+        members=draft.members,
+        consensus=draft.consensus,
+        case_approvals=draft.case_approvals,
+        pseudonyms=pseudonyms,
     )

@@ -128,6 +128,36 @@ def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes
     return key
 
 
+def seal_secret(
+    secret: bytes,
+    passphrase: str,
+    *,
+    opslimit: int = DEFAULT_OPSLIMIT,
+    memlimit: int = DEFAULT_MEMLIMIT,
+) -> dict[str, Any]:
+    """``secret`` sealed under ``passphrase``: the ``encrypted_seed`` object of a key file,
+    also used for other owner-only secrets (a member's pseudonym key share)."""
+    if not passphrase:
+        raise ValueError("passphrase must not be empty (use None for an unencrypted key)")
+    if not _OPSLIMIT_RANGE[0] <= opslimit <= _OPSLIMIT_RANGE[1]:
+        raise ValueError(f"opslimit must be in {_OPSLIMIT_RANGE}, got {opslimit}")
+    if not _MEMLIMIT_RANGE[0] <= memlimit <= _MEMLIMIT_RANGE[1]:
+        raise ValueError(f"memlimit must be in {_MEMLIMIT_RANGE}, got {memlimit}")
+    salt = nacl.utils.random(argon2id.SALTBYTES)
+    nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+    box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
+    ciphertext = box.encrypt(secret, nonce).ciphertext
+    return {
+        "kdf": KDF_NAME,
+        "salt": salt.hex(),
+        "opslimit": opslimit,
+        "memlimit": memlimit,
+        "cipher": CIPHER_NAME,
+        "nonce": nonce.hex(),
+        "ciphertext": ciphertext.hex(),
+    }
+
+
 def encode_key_file(
     key: NodeKey,
     passphrase: str | None,
@@ -144,25 +174,9 @@ def encode_key_file(
     if passphrase is None:
         doc["seed"] = key.seed.hex()
     else:
-        if not passphrase:
-            raise ValueError("passphrase must not be empty (use None for an unencrypted key)")
-        if not _OPSLIMIT_RANGE[0] <= opslimit <= _OPSLIMIT_RANGE[1]:
-            raise ValueError(f"opslimit must be in {_OPSLIMIT_RANGE}, got {opslimit}")
-        if not _MEMLIMIT_RANGE[0] <= memlimit <= _MEMLIMIT_RANGE[1]:
-            raise ValueError(f"memlimit must be in {_MEMLIMIT_RANGE}, got {memlimit}")
-        salt = nacl.utils.random(argon2id.SALTBYTES)
-        nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
-        box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
-        ciphertext = box.encrypt(key.seed, nonce).ciphertext
-        doc["encrypted_seed"] = {
-            "kdf": KDF_NAME,
-            "salt": salt.hex(),
-            "opslimit": opslimit,
-            "memlimit": memlimit,
-            "cipher": CIPHER_NAME,
-            "nonce": nonce.hex(),
-            "ciphertext": ciphertext.hex(),
-        }
+        doc["encrypted_seed"] = seal_secret(
+            key.seed, passphrase, opslimit=opslimit, memlimit=memlimit
+        )
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
@@ -184,32 +198,49 @@ def save_key(
     atomic_write(path, data, 0o600)
 
 
-def _read_private(path: Path) -> bytes:
+def read_private_file(
+    path: Path,
+    *,
+    what: str = "key file",
+    error: type[Exception] = KeyFileError,
+    nofollow: bool = False,
+    max_bytes: int = _MAX_FILE_BYTES,
+) -> bytes:
+    """The bytes of an owner-only regular file, refused (as ``error``, the file called
+    ``what`` in the message) when others may read it, it is not a regular file or it is
+    larger than ``max_bytes``; ``nofollow`` also refuses a symbolic link."""
+    flags = os.O_RDONLY | (os.O_NOFOLLOW if nofollow else 0)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
     except OSError as exc:
-        raise KeyFileError(f"cannot open key file {path}: {exc.strerror}") from None
+        if nofollow and os.path.islink(path):
+            raise error(f"{what} {path} is a symbolic link; use the file itself") from None
+        raise error(f"cannot open {what} {path}: {exc.strerror}") from None
     try:
         # fstat on the open file, so the checked file is the one that is read.
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"key file {path} is not a regular file")
+            raise error(f"{what} {path} is not a regular file")
         perms = stat.S_IMODE(st.st_mode)
         if perms & 0o077:
-            raise KeyFileError(
-                f"key file {path} has permissions {perms:04o}; it must be readable by its "
+            raise error(
+                f"{what} {path} has permissions {perms:04o}; it must be readable by its "
                 f"owner only (chmod 600 {path})"
             )
     except BaseException:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as f:
-        data = f.read(_MAX_FILE_BYTES + 1)
-    if len(data) > _MAX_FILE_BYTES:
-        raise KeyFileError(f"key file {path} is too large to be a key file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"{what} {path} is too large to be a {what}")
     return data
+
+
+def _read_private(path: Path) -> bytes:
+    return read_private_file(path)
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -231,60 +262,101 @@ def _parse_document(path: Path, data: bytes) -> dict[str, Any]:
     return doc
 
 
-def _check_keys(path: Path, where: str, doc: dict[str, Any], expected: set[str]) -> None:
+def _check_keys(
+    where: str,
+    prefix: str,
+    doc: dict[str, Any],
+    expected: set[str],
+    error: type[Exception] = KeyFileError,
+) -> None:
     missing = sorted(expected - doc.keys())
     unknown = sorted(doc.keys() - expected)
     if missing:
-        raise KeyFileError(f"key file {path}: missing field '{where}{missing[0]}'")
+        raise error(f"{where}: missing field '{prefix}{missing[0]}'")
     if unknown:
-        raise KeyFileError(f"key file {path}: unknown field '{where}{unknown[0]}'")
+        raise error(f"{where}: unknown field '{prefix}{unknown[0]}'")
 
 
-def _hex_field(path: Path, doc: dict[str, Any], name: str, size: int | None) -> bytes:
+def _hex_field(
+    where: str,
+    doc: dict[str, Any],
+    name: str,
+    size: int | None,
+    error: type[Exception] = KeyFileError,
+) -> bytes:
     value = doc[name]
     if not isinstance(value, str):
-        raise KeyFileError(f"key file {path}: {name}: expected a hex string")
+        raise error(f"{where}: {name}: expected a hex string")
     try:
         raw = bytes.fromhex(value)
     except ValueError:
-        raise KeyFileError(f"key file {path}: {name}: not valid hex") from None
+        raise error(f"{where}: {name}: not valid hex") from None
     if size is not None and len(raw) != size:
-        raise KeyFileError(
-            f"key file {path}: {name}: expected {2 * size} hex characters, got {len(value)}"
-        )
+        raise error(f"{where}: {name}: expected {2 * size} hex characters, got {len(value)}")
     return raw
 
 
-def _int_field(path: Path, doc: dict[str, Any], name: str, bounds: tuple[int, int]) -> int:
+def _int_field(
+    where: str,
+    doc: dict[str, Any],
+    name: str,
+    bounds: tuple[int, int],
+    error: type[Exception],
+    prefix: str,
+) -> int:
     value = doc[name]
     if type(value) is not int or not bounds[0] <= value <= bounds[1]:
-        raise KeyFileError(
-            f"key file {path}: encrypted_seed.{name}: expected an integer in "
+        raise error(
+            f"{where}: {prefix}{name}: expected an integer in "
             f"[{bounds[0]}, {bounds[1]}], got {value!r}"
         )
     return value
 
 
-def _decrypt_seed(path: Path, enc: Any, passphrase: str) -> bytes:
+def open_sealed(
+    enc: Any,
+    passphrase: str,
+    size: int,
+    *,
+    where: str,
+    field_name: str,
+    error: type[Exception],
+    what: str = "file",
+) -> bytes:
+    """The ``size``-byte secret that ``seal_secret`` sealed; ``where`` and ``field_name``
+    name the file and field in the ``error`` raised for anything wrong."""
     if not isinstance(enc, dict):
-        raise KeyFileError(f"key file {path}: encrypted_seed: expected a JSON object")
+        raise error(f"{where}: {field_name}: expected a JSON object")
     fields = {"kdf", "salt", "opslimit", "memlimit", "cipher", "nonce", "ciphertext"}
-    _check_keys(path, "encrypted_seed.", enc, fields)
+    prefix = f"{field_name}."
+    _check_keys(where, prefix, enc, fields, error)
     if enc["kdf"] != KDF_NAME:
-        raise KeyFileError(f"key file {path}: unsupported kdf {enc['kdf']!r}")
+        raise error(f"{where}: unsupported kdf {enc['kdf']!r}")
     if enc["cipher"] != CIPHER_NAME:
-        raise KeyFileError(f"key file {path}: unsupported cipher {enc['cipher']!r}")
-    salt = _hex_field(path, enc, "salt", argon2id.SALTBYTES)
-    nonce = _hex_field(path, enc, "nonce", nacl.secret.SecretBox.NONCE_SIZE)
-    ciphertext = _hex_field(path, enc, "ciphertext", SEED_SIZE + nacl.secret.SecretBox.MACBYTES)
-    opslimit = _int_field(path, enc, "opslimit", _OPSLIMIT_RANGE)
-    memlimit = _int_field(path, enc, "memlimit", _MEMLIMIT_RANGE)
+        raise error(f"{where}: unsupported cipher {enc['cipher']!r}")
+    salt = _hex_field(where, enc, "salt", argon2id.SALTBYTES, error)
+    nonce = _hex_field(where, enc, "nonce", nacl.secret.SecretBox.NONCE_SIZE, error)
+    ciphertext = _hex_field(where, enc, "ciphertext", size + nacl.secret.SecretBox.MACBYTES, error)
+    opslimit = _int_field(where, enc, "opslimit", _OPSLIMIT_RANGE, error, prefix)
+    memlimit = _int_field(where, enc, "memlimit", _MEMLIMIT_RANGE, error, prefix)
     box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
     try:
-        seed: bytes = box.decrypt(ciphertext, nonce)
+        secret: bytes = box.decrypt(ciphertext, nonce)
     except nacl.exceptions.CryptoError:
-        raise KeyFileError(f"key file {path}: wrong passphrase or corrupted key file") from None
-    return seed
+        raise error(f"{where}: wrong passphrase or corrupted {what}") from None
+    return secret
+
+
+def _decrypt_seed(path: Path, enc: Any, passphrase: str) -> bytes:
+    return open_sealed(
+        enc,
+        passphrase,
+        SEED_SIZE,
+        where=f"key file {path}",
+        field_name="encrypted_seed",
+        error=KeyFileError,
+        what="key file",
+    )
 
 
 def _read_document(path: Path) -> dict[str, Any]:
@@ -300,7 +372,7 @@ def _read_document(path: Path) -> dict[str, Any]:
     if "seed" in doc and "encrypted_seed" in doc:
         raise KeyFileError(f"key file {path} has both 'seed' and 'encrypted_seed'")
     secret = "encrypted_seed" if "encrypted_seed" in doc else "seed"
-    _check_keys(path, "", doc, {"version", "type", "public_key", secret})
+    _check_keys(f"key file {path}", "", doc, {"version", "type", "public_key", secret})
     return doc
 
 
@@ -313,13 +385,13 @@ def load_key(path: Path | str, passphrase: str | None) -> NodeKey:
     """Read a key file; a passphrase given for an unencrypted file is ignored."""
     path = Path(path)
     doc = _read_document(path)
-    public_key = _hex_field(path, doc, "public_key", PUBLIC_KEY_SIZE)
+    public_key = _hex_field(f"key file {path}", doc, "public_key", PUBLIC_KEY_SIZE)
     if "encrypted_seed" in doc:
         if passphrase is None:
             raise KeyFileError(f"key file {path} is encrypted; a passphrase is required")
         seed = _decrypt_seed(path, doc["encrypted_seed"], passphrase)
     else:
-        seed = _hex_field(path, doc, "seed", SEED_SIZE)
+        seed = _hex_field(f"key file {path}", doc, "seed", SEED_SIZE)
     if Signer(seed).public_key != public_key:
         raise KeyFileError(f"key file {path}: public_key does not match the seed")
     return NodeKey(seed=seed, public_key=public_key)
@@ -328,4 +400,4 @@ def load_key(path: Path | str, passphrase: str | None) -> NodeKey:
 def read_public_key(path: Path | str) -> bytes:
     """The public key of a key file, without the passphrase (not checked against the seed)."""
     path = Path(path)
-    return _hex_field(path, _read_document(path), "public_key", PUBLIC_KEY_SIZE)
+    return _hex_field(f"key file {path}", _read_document(path), "public_key", PUBLIC_KEY_SIZE)

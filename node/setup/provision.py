@@ -1,8 +1,9 @@
 """Creating a member's home directory and a local consortium's worth of them.
 
 A member's home holds its node key (owner-only), its config, its public descriptor
-(what it sends the other members) and, once assembled, the genesis file and the
-consortium's pseudonym key (shared out of band, never on the ledger). Both ``init`` and
+(what it sends the other members) and, once the key ceremony has finished, the genesis
+file and the member's own share of the pseudonym key (owner-only; nobody holds the whole
+key, see ``node.setup.ceremony``). Both ``init`` and
 ``testnet`` also create a user for the local command line (``LOCAL_USER``) and write its
 token to ``<home>/token`` (owner-only): ``init`` an operator only, ``testnet`` every role
 the member's genesis roles allow, plus operator.
@@ -15,17 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.identifiers.pseudonym import PseudonymKey
+from node.setup.ceremony import run_in_process
 from node.setup.config import default_config, render_config
 from node.setup.genesis import (
+    DEFAULT_REPORT_QUOTA,
     Genesis,
     GenesisConsensus,
+    GenesisError,
     Member,
-    assemble_genesis,
+    assemble_draft,
     save_descriptor,
     save_genesis,
 )
-from node.setup.keys import atomic_write, generate_key, save_key
+from node.setup.keys import atomic_write, generate_key, load_key, save_key
+from node.setup.shares import save_share
 from node.setup.users import ROLE_NEEDS, USER_ROLES, add_user, write_token_file
 
 CONFIG_FILE = "config.toml"
@@ -122,8 +126,12 @@ def make_testnet(
     api_base_port: int = 8600,
     consensus: GenesisConsensus | None = None,
     case_approvals: int | None = None,
+    threshold: int | None = None,
+    report_quota_per_day: int = DEFAULT_REPORT_QUOTA,
 ) -> tuple[Genesis, list[MemberHome]]:
-    """A whole consortium on 127.0.0.1: one home per member, one genesis shared by all."""
+    """A whole consortium on 127.0.0.1: one home per member, one genesis shared by all,
+    its pseudonym key made by the key ceremony run member by member in this process;
+    each home gets its own share (``threshold`` defaults to the draft's f + 1)."""
     if not 4 <= nodes <= 64:
         raise ProvisionError(f"a local consortium has 4 to 64 members, not {nodes}")
     if base.exists() and any(base.iterdir()):
@@ -144,14 +152,21 @@ def make_testnet(
                 user_roles=allowed_user_roles(roles),
             )
         )
-    genesis = assemble_genesis(
-        chain_id,
-        [h.descriptor for h in homes],
-        case_approvals=case_approvals if case_approvals is not None else min(3, nodes),
-        params=consensus,
-    )
-    pseudonym_key = PseudonymKey.generate()
-    for home in homes:
+    try:
+        draft = assemble_draft(
+            chain_id,
+            [h.descriptor for h in homes],
+            case_approvals=case_approvals if case_approvals is not None else min(3, nodes),
+            params=consensus,
+            threshold=threshold,
+            report_quota_per_day=report_quota_per_day,
+        )
+    except GenesisError as exc:
+        raise ProvisionError(str(exc)) from None
+    files = default_config("x")
+    keys = [load_key(h.path / files.node.key_file, None) for h in homes]
+    genesis, shares = run_in_process(draft, keys)
+    for home, share in zip(homes, shares, strict=True):
         save_genesis(home.path / GENESIS_FILE, genesis)
-        pseudonym_key.save(home.path / default_config("x").tracing.pseudonym_key_file)
+        save_share(home.path / files.tracing.pseudonym_share_file, share, None)
     return genesis, homes

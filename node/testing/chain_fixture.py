@@ -42,9 +42,10 @@ from consensus.crypto import signing_bytes
 from consensus.durable import RECORDS, StableRecord
 from consensus.messages import Checkpoint, sign
 from node.client.http import ApiClient, ApiClientError, api_url_of_home
+from node.client.pseudonyms import author_for_home
 from node.identifiers.pseudonym import EntityRef
 from node.ledger.application import Application
-from node.ledger.authoring import Author, load_author
+from node.ledger.authoring import Author, PseudonymSource, load_author, sample_identifiers
 from node.ledger.kinds import Report
 from node.ledger.layout import BlockIndex
 from node.ledger.store import LedgerStore
@@ -53,12 +54,16 @@ from node.ops import processes
 from node.ops.ports import free_port_block
 from node.setup.config import load_config
 from node.setup.provision import make_testnet
+from node.testing.dealer import KeyedPseudonyms, key_from_label, redeal_homes
 
 # Blocks per write transaction: large enough that fsync is a small share of the cost.
 WRITE_GROUP = 1000
 # Distinct phone numbers reported on; fewer than the transactions, so entities repeat
 # and the entity index holds real posting lists, as on a ledger in use.
 ENTITY_POOL = 5000
+# The pseudonym key the scenario's consortium is dealt (``node.testing.dealer``), so the
+# chain written offline names entities as the running nodes evaluate them.
+CHAIN_KEY = key_from_label("chain-fixture")
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,14 @@ def build_chain(
     max_txs: int = 5,
     seed: int = 1,
     progress: Callable[[int], None] | None = None,
+    pseudonyms: PseudonymSource | None = None,
 ) -> ChainSummary:
     """Write ``blocks`` certified blocks into the (empty) stores of the members whose
     indexes are in ``holders``; ``homes`` are all members' homes, in member order (every
-    member reports, and the certificates and checkpoint are signed by a quorum)."""
+    member reports, and the certificates and checkpoint are signed by a quorum).
+
+    ``pseudonyms`` names the reported entities; by default ``CHAIN_KEY``'s, which is the
+    consortium's own once its homes were dealt that key (``redeal_homes``)."""
     if blocks < 1 or not 1 <= min_txs <= max_txs:
         raise ValueError("need at least one block and 1 <= min_txs <= max_txs")
     started = time.perf_counter()
@@ -100,7 +109,8 @@ def build_chain(
     quorum = membership.quorum
     signers = list(holders)[:quorum] if len(holders) >= quorum else list(range(quorum))
     rng = random.Random(seed)
-    entities = _entity_pool(authors[0], ENTITY_POOL)
+    source = pseudonyms if pseudonyms is not None else KeyedPseudonyms(CHAIN_KEY)
+    entities = source.refs(sample_identifiers(ENTITY_POOL))
     nonces = [0] * len(authors)
     # One block a second, ending now: timestamps look like a chain that ran for a while.
     start_ms = int(time.time() * 1000) - blocks * 1000
@@ -176,12 +186,6 @@ def build_chain(
         stable_seq=stable_seq,
         seconds=time.perf_counter() - started,
     )
-
-
-def _entity_pool(author: Author, count: int) -> list[EntityRef]:
-    return [
-        author.entity("phone", f"+86 170 {i // 10000:04d} {i % 10000:04d}") for i in range(count)
-    ]
 
 
 def _report(author: Author, subject: EntityRef, nonce: int, time_ms: int) -> bytes:
@@ -334,6 +338,9 @@ class CatchupScenario:
         p2p, api = base, base + 4
         _, homes = make_testnet(self.base, 4, p2p_base_port=p2p, api_base_port=api)
         self.homes = [h.path for h in homes]
+        # The chain is written offline with CHAIN_KEY's pseudonyms: deal the members
+        # that key before any node starts.
+        redeal_homes(self.homes, CHAIN_KEY)
         self.urls = [api_url_of_home(h) for h in self.homes]
 
         step = max(self.blocks // 20, WRITE_GROUP)
@@ -400,7 +407,8 @@ class CatchupScenario:
             f"({anon / 2**20:.0f} MiB anonymous at the tip), stable checkpoint {stable_at_tip:,}"
         )
 
-        author = load_author(self.homes[1])
+        # Pseudonyms from member 1's node: evaluated by the running members together.
+        author = author_for_home(self.homes[1])
         # Through member 3's API: it must gossip them on and then store the blocks.
         self._commit(3, list(author.sample_reports(10, first=1_000_000)))
         tip = self._agree([0, 1, 2, 3], deadline)

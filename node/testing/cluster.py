@@ -4,6 +4,7 @@ restarted from their directories mid-run."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,18 @@ from node.details.store import PrivateStore
 from node.host.assemble import build_runtime, open_store
 from node.host.runtime import NodeRuntime
 from node.ledger.store import LedgerStore
-from node.setup.genesis import Genesis, GenesisConsensus, Member, assemble_genesis
+from node.pseudonyms.service import PseudonymService
+from node.pseudonyms.store import PseudonymStore
+from node.setup.genesis import (
+    DEFAULT_REPORT_QUOTA,
+    Genesis,
+    GenesisConsensus,
+    Member,
+    assemble_draft,
+)
 from node.setup.provision import local_member_layout
+from node.setup.shares import PseudonymShare
+from node.testing.dealer import KeyedPseudonyms, TrustedDealing, deal, dealt_genesis
 
 
 def local_seed(chain_id: str, index: int) -> bytes:
@@ -39,9 +50,15 @@ def local_genesis(
     consensus: GenesisConsensus | None = None,
     base_port: int = 26600,
     roles: Mapping[int, Sequence[str]] | None = None,
+    *,
+    threshold: int | None = None,
+    report_quota_per_day: int = DEFAULT_REPORT_QUOTA,
 ) -> tuple[Genesis, list[Signer]]:
     """``roles`` replaces the local layout's roles of the members it names (a member
-    that approves no cases, say)."""
+    that approves no cases, say). The pseudonym key is dealt by the test-only trusted
+    dealer from a fixed seed (``local_dealing``), so the same call always gives the same
+    genesis and a test can compute the consortium's pseudonyms offline
+    (``local_pseudonyms``)."""
     signers = [local_signer(chain_id, i) for i in range(n)]
     members = []
     for i, signer in enumerate(signers):
@@ -56,14 +73,46 @@ def local_genesis(
                 address=f"127.0.0.1:{base_port + i}",
             )
         )
-    genesis = assemble_genesis(
+    draft = assemble_draft(
         chain_id,
         members,
         case_approvals=min(3, n),
         params=consensus or GenesisConsensus(),
         genesis_time="2026-01-01T00:00:00Z",
+        threshold=threshold,
+        report_quota_per_day=report_quota_per_day,
     )
+    genesis, _, _ = dealt_genesis(draft, seed=_dealer_seed(chain_id))
     return genesis, signers
+
+
+def _dealer_seed(chain_id: str) -> str:
+    return f"local-pseudonyms/{chain_id}"
+
+
+@functools.lru_cache(maxsize=16)
+def local_dealing(genesis: Genesis) -> TrustedDealing:
+    """The dealing behind a ``local_genesis`` genesis (the whole key included); refuses
+    a genesis whose pseudonym key was not dealt by ``local_genesis``."""
+    dealing = deal(
+        len(genesis.members), genesis.pseudonyms.threshold, seed=_dealer_seed(genesis.chain_id)
+    )
+    if dealing.public_shares != genesis.pseudonyms.public_shares:
+        raise ValueError(
+            "this genesis's pseudonym key was not dealt by local_genesis; give its shares"
+        )
+    return dealing
+
+
+def local_shares(genesis: Genesis) -> list[PseudonymShare]:
+    """Each member's share of a ``local_genesis`` key (member i at position i)."""
+    return local_dealing(genesis).shares(genesis)
+
+
+def local_pseudonyms(genesis: Genesis) -> KeyedPseudonyms:
+    """Offline pseudonyms equal to those the nodes of a ``local_genesis`` consortium
+    evaluate together: for tests that check answers or sign load ahead."""
+    return local_dealing(genesis).source()
 
 
 @dataclass
@@ -73,6 +122,8 @@ class _Running:
     scope: trio.CancelScope
     details: PrivateDetailsService
     private_store: PrivateStore
+    pseudonyms: PseudonymService
+    pseudonym_store: PseudonymStore
     done: trio.Event = field(default_factory=trio.Event)
 
 
@@ -87,15 +138,21 @@ class InProcessCluster:
         signers: Sequence[Signer],
         transport: str = "memory",
         private_options: dict[str, Any] | None = None,
+        shares: Sequence[PseudonymShare] | None = None,
     ) -> None:
         """``private_options`` go to each node's ``PrivateDetailsService`` (retention
-        and timings; one year of retention when not given)."""
+        and timings; one year of retention when not given). ``shares`` are the members'
+        pseudonym key shares (member i's at position i); by default those of a
+        ``local_genesis`` genesis."""
         if transport not in ("memory", "tcp"):
             raise ValueError(f"unknown transport {transport!r}")
         self.base_dir = base_dir
         self.genesis = genesis
         self.signers = list(signers)
         self.n = len(signers)
+        self.shares = list(shares) if shares is not None else local_shares(genesis)
+        if len(self.shares) != self.n:
+            raise ValueError(f"{len(self.shares)} pseudonym shares for {self.n} members")
         self.transport_kind = transport
         self.private_options = {"retention_ms": 365 * 24 * 3600 * 1000} | (private_options or {})
         self.hub = MemoryHub(self.n)
@@ -139,8 +196,16 @@ class InProcessCluster:
         details = PrivateDetailsService(
             runtime, store, private_store, self.genesis, **self.private_options
         )
+        pseudonym_store = PseudonymStore.open(
+            self.data_dir(index) / "pseudonyms", chain_id=self.genesis.chain_id
+        )
+        pseudonyms = PseudonymService(
+            runtime, store, self.genesis, pseudonym_store, self.shares[index]
+        )
         scope = trio.CancelScope()
-        running = _Running(runtime, store, scope, details, private_store)
+        running = _Running(
+            runtime, store, scope, details, private_store, pseudonyms, pseudonym_store
+        )
         self.nodes[index] = running
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -152,6 +217,7 @@ class InProcessCluster:
                             self.addresses[index] = ("127.0.0.1", port)
                         await inner.start(runtime.run)
                         await inner.start(details.run)
+                        await inner.start(pseudonyms.run)
                         task_status.started()
             finally:
                 running.done.set()
@@ -166,6 +232,7 @@ class InProcessCluster:
         await running.done.wait()
         self.hub.detach(index)
         running.private_store.close()
+        running.pseudonym_store.close()
         running.store.close()
 
     async def stop(self) -> None:
@@ -180,6 +247,13 @@ class InProcessCluster:
 
     def details(self, index: int) -> PrivateDetailsService:
         return self.nodes[index].details
+
+    def pseudonyms(self, index: int) -> PseudonymService:
+        return self.nodes[index].pseudonyms
+
+    def share(self, index: int) -> PseudonymShare:
+        """Member ``index``'s (0-based) share of the pseudonym key, for its node."""
+        return self.shares[index]
 
     def member_name(self, index: int) -> str:
         return self.genesis.members[index].name

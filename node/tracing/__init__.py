@@ -3,6 +3,7 @@ from the ledger's indexes (``queries``), the service that pseudonymises a query'
 identifiers and commits its ``access`` record before answering (``service``), the JSON
 and DOT shapes of the answers (``render``) and the audit trail (``audit``).
 
-Layer: a feature package above ``host``. May import ``node.host`` and everything below
-it; never ``details``, ``psi``, ``api`` or anything above.
+Layer: a feature package above ``pseudonyms``. May import ``node.pseudonyms``,
+``node.host`` and everything below them; never ``details``, ``psi``, ``api`` or anything
+above.
 """

@@ -124,6 +124,9 @@ def audit_entry_json(item: AuditEntry) -> dict[str, Any]:
     else:
         subject = None if access.subject is None else entity_json(access.subject)
         when, psi = access.answered_ms, None
+    evaluation = (
+        access.evaluation.hex() if isinstance(access, Access) and access.evaluation else None
+    )
     return {
         **entry_json(item.entry),
         "case_id": access.case_id,
@@ -132,6 +135,7 @@ def audit_entry_json(item: AuditEntry) -> dict[str, Any]:
         "answered_ms": when,
         "answered": format_time_ms(when),
         "psi": psi,
+        "evaluation": evaluation,
     }
 
 

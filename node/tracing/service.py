@@ -13,10 +13,13 @@ not import).
 A query (``answer``) runs in this order, so nobody learns anything without leaving a
 trace:
 
-1. the identifier, given in the clear by the local caller, is normalised and
-   pseudonymised here with the consortium key (the clear value goes no further);
+1. the identifier, given in the clear by the local caller, is normalised here and
+   pseudonymised by the threshold evaluation (``node.pseudonyms``) under the case,
+   which the evaluating members check is active and this member's (the clear value
+   goes no further; the evaluators see a blinded point);
 2. the query is authorised against the case (``Tracer.authorise``); a refusal says why;
-3. an ``access`` transaction (who, case, query, subject pseudonym, time) is submitted
+3. an ``access`` transaction (who, case, query, subject pseudonym, the evaluation's
+   id, time) is submitted
    and the service waits, up to ``commit_timeout_s``, until it is committed; if it is
    refused or not committed in time, the query is not answered;
 4. only then does the query run, in a worker thread (it reads only the store).
@@ -34,7 +37,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -42,8 +44,8 @@ import trio
 from consensus.codec import MAX_UINT
 from consensus.crypto import DIGEST_SIZE
 from node.host.runtime import NodeRuntime, SubmitResult
-from node.identifiers.normalize import EntityType, NormalizationError
-from node.identifiers.pseudonym import EntityRef, PseudonymKey
+from node.identifiers.normalize import EntityType, NormalizationError, normalize
+from node.identifiers.pseudonym import EntityRef
 from node.identifiers.screen import find_raw_identifier
 from node.ledger.cases import (
     APPROVER_ROLE,
@@ -65,11 +67,18 @@ from node.ledger.kinds import (
 )
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import MAX_SCOPE, MAX_STRING_CHARS, encode_tx, make_tx
+from node.pseudonyms.service import PseudonymService, Purpose
 from node.refusals import Conflict, Forbidden, Invalid, NotFound, Rejected, Unavailable
 from node.setup.genesis import Genesis
 from node.tracing.queries import Grant, Refusal, RefusalCode, TimeWindow, Tracer
 
 ENTITY_TYPES = tuple(t.value for t in EntityType)
+# The refusal codes of an inactive case, as ``Tracer.authorise`` words them.
+_STATE_CODES = {
+    CaseState.PENDING: RefusalCode.NOT_APPROVED.value,
+    CaseState.EXPIRED: RefusalCode.EXPIRED.value,
+    CaseState.CLOSED: RefusalCode.CLOSED.value,
+}
 DEFAULT_COMMIT_TIMEOUT_S = 10.0
 R = TypeVar("R")
 # Submits a signed transaction (and whatever goes with it) in the runtime's place.
@@ -160,6 +169,19 @@ def identifier_parts(text: object, where: str) -> tuple[str, str]:
     return entity_type, raw
 
 
+def normalised_items(texts: Sequence[object], where: Sequence[str]) -> list[tuple[str, str]]:
+    """``TYPE:VALUE`` texts -> (entity type, normalised value); ``where`` names each in
+    a refusal, which never quotes the value."""
+    items = []
+    for text, at in zip(texts, where, strict=True):
+        entity_type, raw = identifier_parts(text, at)
+        try:
+            items.append((entity_type, normalize(EntityType(entity_type), raw)))
+        except NormalizationError as exc:
+            raise Invalid("bad_identifier", f"{at}: {redact(str(exc), raw)}") from None
+    return items
+
+
 def redact(message: str, raw: str) -> str:
     """A normalisation error without the value it quotes (``node.identifiers.normalize`` shows the
     input, which is right on the submitter's own terminal and wrong in an API answer)."""
@@ -173,17 +195,15 @@ class TracingService:
         runtime: NodeRuntime,
         store: LedgerStore,
         genesis: Genesis,
-        pseudonym_key: PseudonymKey | None,
+        pseudonyms: PseudonymService | None,
         *,
-        pseudonym_key_file: Path | None = None,
         commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
         self.genesis = genesis
-        self.pseudonym_key = pseudonym_key
-        self.pseudonym_key_file = pseudonym_key_file
+        self.pseudonyms = pseudonyms
         self.commit_timeout_s = commit_timeout_s
         self.clock_ms = clock_ms or runtime.clock_ms
         member = genesis.members[runtime.member]
@@ -198,7 +218,7 @@ class TracingService:
         runtime: NodeRuntime,
         store: LedgerStore,
         genesis: Genesis,
-        pseudonym_key: PseudonymKey | None,
+        pseudonyms: PseudonymService | None,
         **options: Any,
     ) -> TracingService:
         """The service, with its registry loaded and kept current by ``runtime``.
@@ -206,45 +226,46 @@ class TracingService:
         Loading and hooking happen with no await in between, so no block can fall
         between them; a block both read by ``load`` and passed to the hook is skipped.
         """
-        service = cls(runtime, store, genesis, pseudonym_key, **options)
+        service = cls(runtime, store, genesis, pseudonyms, **options)
         runtime.on_blocks_stored.append(service.registry.apply_blocks)
         return service
 
-    @classmethod
-    def for_node(
-        cls, runtime: NodeRuntime, store: LedgerStore, genesis: Genesis, key_file: Path
-    ) -> TracingService:
-        """``attach`` with the pseudonym key from ``key_file``. A missing file is not
-        fatal (a member may start before the key reaches it: cases and the audit trail
-        work, queries are refused); a file that is there but wrong raises
-        ``PseudonymKeyError``."""
-        key = None
-        if key_file.exists():
-            key = PseudonymKey.load(key_file)
-        else:
-            log.warning(
-                "no pseudonym key at %s: tracing queries are refused until it is installed "
-                "and the node restarted",
-                key_file,
-            )
-        return cls.attach(runtime, store, genesis, key, pseudonym_key_file=key_file)
-
     # -- identifiers ----------------------------------------------------------------
 
-    def entity(self, text: object, where: str) -> EntityRef:
-        """``TYPE:VALUE`` in the clear -> its entity reference (type and pseudonym)."""
-        entity_type, raw = identifier_parts(text, where)
-        if self.pseudonym_key is None:
-            where_key = f" ({self.pseudonym_key_file})" if self.pseudonym_key_file else ""
+    async def entities(
+        self, texts: Sequence[object], where: Sequence[str], purpose: Purpose
+    ) -> tuple[list[EntityRef], bytes]:
+        """``TYPE:VALUE`` in the clear -> entity references (type and pseudonym), and the
+        id of the evaluation that gave them."""
+        items = normalised_items(texts, where)
+        if self.pseudonyms is None:
             raise Unavailable(
-                "no_pseudonym_key",
-                f"this node has no consortium pseudonym key{where_key}, so it cannot "
-                "pseudonymise identifiers; install the key and restart the node",
+                "no_pseudonym_share",
+                "this node runs without the pseudonym service, so it cannot pseudonymise "
+                "identifiers",
             )
-        try:
-            return self.pseudonym_key.ref(entity_type, raw)
-        except NormalizationError as exc:
-            raise Invalid("bad_identifier", f"{where}: {redact(str(exc), raw)}") from None
+        evaluated = await self.pseudonyms.refs(items, purpose)
+        return list(evaluated.refs), evaluated.evaluation
+
+    async def entity(self, text: object, where: str, case_id: str) -> tuple[EntityRef, bytes]:
+        """One identifier, pseudonymised for a query under ``case_id``: the case must be
+        active here and this member's (the evaluating members check it again)."""
+        check_case_id(case_id)
+        status = self.status(case_id)
+        if status is None:
+            raise Forbidden(
+                RefusalCode.NO_CASE.value, f"there is no case {case_id!r} on the ledger"
+            )
+        if status.case.opener != self.member:
+            raise Forbidden(
+                "not_your_case",
+                f"case {case_id!r} belongs to {status.case.opener}; members query only "
+                "under their own cases",
+            )
+        if not status.active:
+            raise Forbidden(_STATE_CODES[status.state], status.reason)
+        refs, evaluation = await self.entities([text], [where], Purpose.query(case_id))
+        return refs[0], evaluation
 
     # -- cases ----------------------------------------------------------------------
 
@@ -308,8 +329,12 @@ class TracingService:
                 "bad_scope", f"scope must list 1 to {MAX_SCOPE} entities, got {len(scope)}"
             )
         refs: dict[EntityRef, int] = {}
-        for i, text in enumerate(scope):
-            ref = self.entity(text, f"scope[{i}]")
+        # The scope is pseudonymised as this member's report: the case is not active
+        # yet, and naming suspects is what a report does.
+        scope_refs, _ = await self.entities(
+            scope, [f"scope[{i}]" for i in range(len(scope))], Purpose.report()
+        )
+        for i, ref in enumerate(scope_refs):
             if ref in refs:
                 raise Invalid("bad_scope", f"scope[{refs[ref]}] and scope[{i}] are the same entity")
             refs[ref] = i
@@ -370,6 +395,7 @@ class TracingService:
         *,
         in_thread: bool = True,
         actor: bytes = NODE_ACTOR,
+        evaluation: bytes = b"",
     ) -> Answer[R]:
         """Authorise, record the access through consensus, then ``run(grant)``.
 
@@ -392,7 +418,9 @@ class TracingService:
             raise kind(decision.code.value, decision.message)
         grant = decision
         authorised = time.perf_counter()
-        access = await self._submit(Access(case_id, query, grant.entity, now, actor), now)
+        access = await self._submit(
+            Access(case_id, query, grant.entity, now, actor, evaluation), now
+        )
         if not access.committed:
             raise Unavailable(
                 "audit_timeout",
