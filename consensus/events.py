@@ -65,9 +65,15 @@ class RequestArrived:
     """A client request the host admitted (the node runtime: validated by the
     application and accepted by the mempool, whether submitted locally or gossiped by
     another member: members gossip what is submitted to them, so every replica normally
-    gets every request)."""
+    gets every request).
+
+    ``checked`` says the host already ran a check at least as strict as the replica's
+    ``check_request`` on this payload (the node runtime's admission does, in a worker
+    thread and in batches), so the replica does not run it again on its own thread.
+    A request not so marked is checked here as before."""
 
     payload: bytes
+    checked: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,39 @@ executed it. A backup starts a timer when it receives a request and the timer is
 already running. It stops the timer when it is no longer waiting to execute the
 request, but restarts it if at that point it is waiting to execute some other request."
 Its timeout is the view-change timeout, so it doubles with each failed view change
-(section 4.5.2). One addition: when the timer expires but blocks executed meanwhile,
-the primary is slow, not faulty, and gets another timeout, up to ``max_view_timeout_ms``
-in all for one request.
+(section 4.5.2).
+
+The paper's rule suspects a primary that is merely slow: under a backlog (clients offer
+more than the consortium commits) a backup's oldest request may wait out the primary's
+whole queue, longer than any timeout, while blocks commit steadily, and replacing that
+primary only adds a view change to the backlog. Patience bounded in time (as this
+module had: more timeouts while blocks executed, up to ``max_view_timeout_ms`` for one
+request) only moves the cliff: a backlog long enough still triggers it, which is what a
+bulk upload from one bank did (issue 16; ``tests/test_simulator_liveness.py`` is the
+simulator schedule). So slow is not faulty: a primary that commits blocks, however
+slowly, is never suspected, and suspicion has two grounds only, both judged on the
+oldest request this replica waits for:
+
+* lack of progress: no block executed for a whole timeout while a request waited (a
+  primary that is silent, cut off, or equivocating so that nothing commits); and
+* censorship: a request that this replica received *after* it committed, and it still
+  has not, a whole timeout later. A primary that proposes in arrival order passes a
+  request over only by the skew between its arrival order and ours (network delay),
+  and then commits it a block or two later; a backlog delays every request alike and
+  passes none over. A primary that leaves one client's requests out while it commits
+  later ones is caught one timeout after the first later request commits, whatever its
+  backlog.
+
+To judge censorship, each pending request carries its arrival number at this replica
+(``RequestQueue``), and every executed block leaves a mark: the newest arrival among
+the requests it committed that this replica held, and when. The oldest pending request
+was passed over at the first mark newer than it. Marks are per view: a new primary is
+judged only on what it commits.
+
+What the rule assumes of the hosts: a request a backup holds reaches the primary about
+as soon (a member that forwards requests, or gossip that does not refuse them, see
+issue 16's admission), or the primary's other requests pass it over and it is taken for
+censored. ``max_view_timeout_ms`` now only caps the doubling view-change timeout.
 
 The heartbeat is not in the paper, which leaves out retransmission. Every
 ``heartbeat_ms`` a replica multicasts a signed STATUS (view, whether active, height)
@@ -21,6 +51,7 @@ NEW-VIEW). A replica whose height did not move between two heartbeats tries bloc
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from consensus.events import Timer
@@ -45,12 +76,15 @@ class RequestTimer:
         self._params = params
         self._outbox = outbox
         self._timeout_ms = timeout_ms
-        # The request the timer waits for (the oldest pending when it was armed).
+        # The request the timer waits for: the oldest pending one.
         self.target: bytes | None = None
-        # Whether a block executed since the timer was armed.
-        self.progress_since_armed = False
+        # When a block last executed, or when requests began to wait if later.
+        self.progress_at = 0
+        # (newest arrival number among the requests a block committed, when): rising in
+        # both; a pending request was passed over at the first mark newer than it.
+        self.passed_over: deque[tuple[int, int]] = deque()
 
-    def arm(self, view_active: bool) -> None:
+    def arm(self, view_active: bool, now_ms: int) -> None:
         """Run the timer while a request waits, for the oldest one; stop it when none
         does."""
         if not view_active:
@@ -61,47 +95,72 @@ class RequestTimer:
                 self.target = None
                 self._outbox.cancel_timer(Timer.REQUEST)
         elif self.target is None:
+            # Requests begin to wait now (or the oldest committed, which was progress;
+            # or a new view began, whose primary gets a whole timeout).
+            self.progress_at = now_ms
             self.target = oldest
-            self.progress_since_armed = False
-            self._outbox.set_timer(Timer.REQUEST, self._timeout_ms())
+            self._forget_marks_below(oldest)
+            self._set(now_ms)
 
-    def block_executed(self) -> None:
-        self.progress_since_armed = True
+    def block_executed(self, newest_arrival: int | None, now_ms: int) -> None:
+        """A block executed; ``newest_arrival`` is the latest arrival number among the
+        requests it committed that this replica held (None if it held none)."""
+        self.progress_at = now_ms
+        if self.target is None or newest_arrival is None:
+            return  # nothing waits (or not in an active view): nothing was passed over
+        if not self.passed_over or newest_arrival > self.passed_over[-1][0]:
+            self.passed_over.append((newest_arrival, now_ms))
 
-    def after_execution(self, view_active: bool) -> None:
-        """Blocks executed: if the request waited for is among them, restart the clock
-        for the request that is now the oldest."""
+    def after_execution(self, view_active: bool, now_ms: int) -> None:
+        """Blocks executed: if the request waited for is among them, wait for the one
+        that is now the oldest."""
         if self.target is not None and self.target not in self._requests.pending:
             self.target = None
             self._outbox.cancel_timer(Timer.REQUEST)
-        self.arm(view_active)
+        self.arm(view_active, now_ms)
 
     def stop(self) -> None:
-        """The replica left its view: nothing is waited for until it enters the next."""
+        """The replica left its view: nothing is waited for until it enters the next,
+        whose primary is judged only on what it commits."""
         self.target = None
+        self.passed_over.clear()
         self._outbox.cancel_timer(Timer.REQUEST)
 
     def expired(self, view_active: bool, now_ms: int) -> bool:
         """The REQUEST timer fired; True when the replica should suspect the primary."""
-        target, self.target = self.target, None
+        target = self.target
         if not view_active:
             return False
         if target is None or target not in self._requests.pending:
-            self.arm(view_active)
+            self.target = None
+            self.arm(view_active, now_ms)
             return False
-        waited_ms = now_ms - self._requests.pending[target].arrived_ms
-        if self.progress_since_armed and waited_ms < self._params.max_view_timeout_ms:
-            # Blocks commit, only not this request yet: a primary with a backlog is
-            # slow, not faulty, and replacing it would only add a view change to the
-            # backlog. The bound keeps a primary that censors one request from doing
-            # so for longer than max_view_timeout_ms.
-            self.target = target
-            self.progress_since_armed = False
-            self._outbox.set_timer(Timer.REQUEST, self._timeout_ms())
-            return False
-        # The oldest request waited a whole timeout with no progress at all (or too
-        # long): the primary is silent, censoring, equivocating or cut off.
-        return True
+        if now_ms >= self._deadline():
+            # No block for a whole timeout while it waited, or requests received after
+            # it committed a whole timeout ago while it did not: the primary is silent,
+            # cut off, equivocating, or censoring.
+            self.target = None
+            return True
+        # Blocks commit and nothing was passed over for long: slow, not faulty.
+        self._set(now_ms)
+        return False
+
+    def _deadline(self) -> int:
+        timeout = self._timeout_ms()
+        deadline = self.progress_at + timeout
+        if self.passed_over:
+            deadline = min(deadline, self.passed_over[0][1] + timeout)
+        return deadline
+
+    def _set(self, now_ms: int) -> None:
+        self._outbox.set_timer(Timer.REQUEST, max(1, self._deadline() - now_ms))
+
+    def _forget_marks_below(self, oldest: bytes) -> None:
+        """Marks no newer than the oldest pending request pass over nothing pending:
+        every request received later than it is newer still."""
+        arrival = self._requests.pending[oldest].arrival
+        while self.passed_over and self.passed_over[0][0] <= arrival:
+            self.passed_over.popleft()
 
 
 class Heartbeat:

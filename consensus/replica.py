@@ -209,8 +209,8 @@ class Replica:
         match event:
             case MessageArrived(peer, message):
                 self._on_message(peer, message)
-            case RequestArrived(payload):
-                self._on_request(payload)
+            case RequestArrived(payload, checked):
+                self._on_request(payload, checked)
             case TimerFired(timer):
                 self._on_timer(timer)
             case Start():
@@ -268,21 +268,21 @@ class Replica:
 
     # ------------------------------------------------------------------ requests (4.1)
 
-    def _on_request(self, payload: bytes) -> None:
+    def _on_request(self, payload: bytes, checked: bool = False) -> None:
         rid = request_id(payload)
         if len(payload) > self.params.max_request_bytes:
             self.outbox.reject_request(rid, f"request of {len(payload)} bytes is too large")
             return
         if self.requests.is_committed(rid) or rid in self.requests.pending:
             return
-        if self.check_request is not None and not self.check_request(payload):
+        if not checked and self.check_request is not None and not self.check_request(payload):
             self.outbox.reject_request(rid, "request rejected by the application")
             return
         refused = self.requests.add(rid, payload, self.now)
         if refused is not None:
             self.outbox.reject_request(rid, refused)
             return
-        self.request_timer.arm(self.view_active)
+        self.request_timer.arm(self.view_active, self.now)
         self._propose()
 
     # ------------------------------------------------------------------ normal case (4.2)
@@ -425,9 +425,9 @@ class Replica:
             self.outbox.commit_block(block, cert)
             self.executed = batch.height
             self.last_block_hash = block.hash()
-            self.requests.committed(request_id(tx) for tx in batch.txs)
+            newest_arrival = self.requests.committed(request_id(tx) for tx in batch.txs)
             progressed = True
-            self.request_timer.block_executed()
+            self.request_timer.block_executed(newest_arrival, self.now)
             if self.executed % self.params.checkpoint_interval == 0:
                 # Only checkpoint heights are ever compared with other members' hashes;
                 # keeping every height would grow with the length of a catch-up, during
@@ -441,7 +441,7 @@ class Replica:
         }
         if self.view_active:
             self.view_changer.progressed()
-        self.request_timer.after_execution(self.view_active)
+        self.request_timer.after_execution(self.view_active, self.now)
         self._try_stabilize()
         self._propose()
 
@@ -564,7 +564,7 @@ class Replica:
         for proposal in new_view.proposals:
             carried = plan.carried[proposal.pre_prepare.seq] is not None
             self._on_proposal(proposal, carried=carried)
-        self.request_timer.arm(self.view_active)
+        self.request_timer.arm(self.view_active, self.now)
         self._maybe_sync()
         self._propose()
 

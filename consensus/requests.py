@@ -31,6 +31,9 @@ def request_id(payload: bytes) -> bytes:
 class PendingRequest:
     payload: bytes
     arrived_ms: int
+    # Its place in this replica's arrival order (``liveness.RequestTimer`` judges by it
+    # whether the primary passed it over).
+    arrival: int = 0
 
 
 class RequestQueue:
@@ -45,6 +48,7 @@ class RequestQueue:
         self._unproposed: OrderedDict[bytes, None] = OrderedDict()
         self.in_flight: dict[bytes, int] = {}  # request id -> sequence it is proposed at
         self._committed: OrderedDict[bytes, None] = OrderedDict()
+        self._arrivals = 0
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -58,7 +62,8 @@ class RequestQueue:
             return None
         if len(self.pending) >= self.capacity:
             return "the consensus queue is full"
-        self.pending[rid] = PendingRequest(payload, now_ms)
+        self._arrivals += 1
+        self.pending[rid] = PendingRequest(payload, now_ms, self._arrivals)
         if rid not in self.in_flight:
             self._unproposed[rid] = None
         return None
@@ -118,11 +123,17 @@ class RequestQueue:
         self.in_flight.clear()
         self._unproposed = OrderedDict((rid, None) for rid in self.pending)
 
-    def committed(self, rids: Iterable[bytes]) -> None:
+    def committed(self, rids: Iterable[bytes]) -> int | None:
+        """Forget committed requests; returns the latest arrival number among those
+        this replica held (None if it held none of them)."""
+        newest: int | None = None
         for rid in rids:
-            self.pending.pop(rid, None)
+            held = self.pending.pop(rid, None)
+            if held is not None and (newest is None or held.arrival > newest):
+                newest = held.arrival
             self._unproposed.pop(rid, None)
             self.in_flight.pop(rid, None)
             self._committed[rid] = None
         while len(self._committed) > self.committed_memory:
             self._committed.popitem(last=False)
+        return newest

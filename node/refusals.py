@@ -70,6 +70,24 @@ class Unavailable(Refusal):
     a quorum in time, room in the mempool."""
 
 
+class Busy(Refusal):
+    """Not now, but soon: the node holds what it can commit in about a second (its
+    admission bound) and this caller is past its fair share of it. Nothing of the
+    request was kept; the same request may be sent again after ``retry_after_s``
+    seconds. (``Unavailable`` is for what waiting alone does not cure.)"""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        retry_after_s: int = 1,
+    ) -> None:
+        super().__init__(code, message, {"retry_after": retry_after_s} | dict(details or {}))
+        self.retry_after_s = retry_after_s
+
+
 KINDS: tuple[type[Refusal], ...] = (
     Invalid,
     Unauthenticated,
@@ -80,4 +98,5 @@ KINDS: tuple[type[Refusal], ...] = (
     Unsupported,
     Rejected,
     Unavailable,
+    Busy,
 )

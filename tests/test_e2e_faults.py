@@ -1,11 +1,11 @@
 """Faults against a real consortium: four ``crosstrace start`` processes on 127.0.0.1
 (issue 4; SCENARIOS.md S2 and S6, checked against I1 to I4 and I6).
 
-Every member-to-member link runs through a ``FaultProxy`` of its own: member i dials
-member j > i (the lower index dials) at the proxy for (i, j), named in i's
-``[p2p.peer_addresses]``, so a test can cut exactly the links it wants. The proxies
-run in the test's trio run; the nodes are separate processes, killed in ``finally``
-whatever happens.
+Every member-to-member link runs through a ``LinkProxy`` (``node.ops.link_proxy``) of
+its own: member i dials member j > i (the lower index dials) at the proxy for (i, j),
+named in i's ``[p2p.peer_addresses]``, so a test can cut exactly the links it wants.
+The proxies run in the test's trio run; the nodes are separate processes, killed in
+``finally`` whatever happens.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import httpx
 import pytest
 import trio
 from cli_helpers import HomeTokens
-from fault_proxy import FaultProxy
 
 from node.ledger.authoring import Author, load_author
 from node.ledger.verify import verify_ledger
+from node.ops.link_proxy import LinkProxy
 from node.ops.ports import free_port_block
 from node.setup.config import load_config, render_config
 from node.setup.provision import make_testnet
+from node.testing.dealer import TEST_KEY, KeyedPseudonyms, redeal_homes
 
 N = 4
 EXE = str(Path(sys.executable).parent / "crosstrace")
@@ -68,9 +69,13 @@ class Member:
 class Consortium:
     def __init__(self, tmp_path: Path) -> None:
         base = free_port_block(N, offsets=(0, API_OFFSET))
-        genesis, homes = make_testnet(
+        _, homes = make_testnet(
             tmp_path / "net", N, p2p_base_port=base, api_base_port=base + API_OFFSET
         )
+        # The load is signed here while members are down or cut off, so its pseudonyms
+        # are computed offline: the members are dealt a key the test knows (test-only
+        # dealer) and the pseudonyms are the ones they would evaluate together.
+        genesis, _ = redeal_homes([h.path for h in homes], TEST_KEY)
         self.genesis = genesis
         self.members = [
             Member(
@@ -79,12 +84,12 @@ class Consortium:
                 name=genesis.members[i].name,
                 api=f"http://127.0.0.1:{base + API_OFFSET + i}",
                 log=tmp_path / f"node{i}.log",
-                author=load_author(home.path),
+                author=load_author(home.path, pseudonyms=KeyedPseudonyms(TEST_KEY)),
             )
             for i, home in enumerate(homes)
         ]
         self.proxies = {
-            (i, j): FaultProxy(("127.0.0.1", base + j)) for i in range(N) for j in range(i + 1, N)
+            (i, j): LinkProxy(("127.0.0.1", base + j)) for i in range(N) for j in range(i + 1, N)
         }
         # Idle connections are dropped well before Hypercorn's keep-alive timeout (5 s):
         # with httpx's default expiry, also 5 s, a reused connection can meet the
@@ -135,7 +140,7 @@ class Consortium:
             if m.proc is not None:
                 m.proc.wait(timeout=10)
 
-    def links_of(self, members: Iterable[int]) -> list[FaultProxy]:
+    def links_of(self, members: Iterable[int]) -> list[LinkProxy]:
         chosen = set(members)
         return [p for (i, j), p in self.proxies.items() if (i in chosen) != (j in chosen)]
 
@@ -189,6 +194,12 @@ class Consortium:
             json={"txs": [tx.hex() for tx in txs]},
             timeout=api_timeout_s + 10,
         )
+        if response.status_code == 429:
+            # Admission: the node holds what it commits in about a second (a partitioned
+            # node commits nothing). Nothing of the request was kept.
+            assert response.json()["error"] == "overloaded", response.text
+            assert int(response.headers["retry-after"]) >= 1
+            return 429, []
         rows = response.json()["results"]
         assert isinstance(rows, list)
         return response.status_code, rows
@@ -216,6 +227,7 @@ class Load:
         self.accepted: set[str] = set()
         self.acknowledged: set[str] = set()
         self.errors = 0
+        self.refused = 0  # requests answered 429
         self._stop = trio.Event()
 
     def stop(self) -> None:
@@ -235,6 +247,8 @@ class Load:
             except httpx.HTTPError:  # a node killed, or not up yet
                 self.errors += 1
             else:
+                if status == 429:
+                    self.refused += 1
                 self.accepted.update(row["tx_id"] for row in rows if row["accepted"])
                 if status == 200 and self.wait:
                     assert all(row["committed"] for row in rows if row["accepted"]), rows

@@ -76,6 +76,7 @@ from node.ops.ports import free_port_block
 from node.ops.processes import NodeProcess, spawn
 from node.setup.keys import load_key
 from node.setup.provision import make_testnet
+from node.testing.dealer import TEST_KEY, KeyedPseudonyms, redeal_homes
 
 VOTE_FLOOD_FRAMES = 6000  # per honest node
 VOTE_FLOOD_S = 4.0
@@ -92,8 +93,11 @@ MALFORMED = "crosstrace_messages_malformed_total"
 def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
     root = tmp_path_factory.mktemp("hostile") / "net"
     base = free_port_block(8)
-    genesis, members = make_testnet(root, 4, p2p_base_port=base, api_base_port=base + 4)
+    _, members = make_testnet(root, 4, p2p_base_port=base, api_base_port=base + 4)
     homes = [m.path for m in members]
+    # Load is signed offline, on a key the members are dealt by the test-only dealer,
+    # so its pseudonyms are the ones the honest members would evaluate together.
+    genesis, _ = redeal_homes(homes, TEST_KEY)
     for i in HONEST:
         configure(homes[i])
     seed = load_key(homes[BYZANTINE] / "node_key.json", None).seed
@@ -111,8 +115,11 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]
             api_urls=[f"http://{LOCAL}:{base + 4 + i}" for i in range(4)],
             pids=pids,
             member3=member3,
-            load=Load(load_author(homes[1]), [f"http://{LOCAL}:{base + 4 + i}" for i in HONEST]),
-            author=load_author(homes[2]),
+            load=Load(
+                load_author(homes[1], pseudonyms=KeyedPseudonyms(TEST_KEY)),
+                [f"http://{LOCAL}:{base + 4 + i}" for i in HONEST],
+            ),
+            author=load_author(homes[2], pseudonyms=KeyedPseudonyms(TEST_KEY)),
             http=http,
         )
         load = c.load
@@ -434,7 +441,8 @@ def test_a_flood_of_badly_signed_transactions_in_gossip_does_not_stop_the_others
     admitting it means checking every transaction's signature: a gossip frame costs a
     node hundreds of times what a vote does, so it is the cheapest way to tie it up."""
     c = consortium
-    signed = list(load_author(c.homes[BYZANTINE]).sample_reports(256))
+    byzantine = load_author(c.homes[BYZANTINE], pseudonyms=KeyedPseudonyms(TEST_KEY))
+    signed = list(byzantine.sample_reports(256))
     # Only the signature is wrong, so each one is refused at the costliest check.
     forged = TxGossip(tuple(tx[:-1] + bytes([tx[-1] ^ 1]) for tx in signed))
     views_before = {i: c.status(i)["view"] for i in HONEST}

@@ -44,6 +44,12 @@ NODE_FAMILIES = {
     "crosstrace_mempool_txs": "gauge",
     "crosstrace_mempool_bytes": "gauge",
     "crosstrace_mempool_rejected": "counter",
+    "crosstrace_commit_rate_estimate": "gauge",
+    "crosstrace_admission_bound_txs": "gauge",
+    "crosstrace_commit_waiters": "gauge",
+    "crosstrace_admission_refused": "counter",
+    "crosstrace_gossip_refused": "counter",
+    "crosstrace_regossiped": "counter",
     "crosstrace_peers": "gauge",
     "crosstrace_messages_sent": "counter",
     "crosstrace_messages_received": "counter",
@@ -179,6 +185,11 @@ async def test_every_family_parses_with_its_type_help_and_the_node_s_numbers(
             assert "Commit" in got.by_label("crosstrace_messages_sent_total", "kind")
             rejected = got.by_label("crosstrace_mempool_rejected_total", "reason")
             assert set(rejected) == {"duplicate", "too_large", "member_quota", "full"}
+            refused = got.by_label("crosstrace_admission_refused_total", "reason")
+            assert refused == {"share": 0, "capacity": 0, "lagging": 0}
+            assert got.value("crosstrace_admission_bound_txs") == runtime.admission.bound(
+                trio.current_time()
+            )
 
             latency = "crosstrace_commit_latency_seconds"
             buckets = got.by_label(f"{latency}_bucket", "le")

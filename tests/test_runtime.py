@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from cluster_helpers import PSEUDONYM_KEY, ledger_bytes, make_cluster, report_tx, submit_all
+from cluster_helpers import cluster_ref, ledger_bytes, make_cluster, report_tx, submit_all
 
 from consensus.codec import encode_value
 from consensus.messages import Commit, Prepare, Proposal
 from net.wire import Frame
-from node.identifiers.pseudonym import entity_ref
 from node.ledger.kinds import Report
 from node.ledger.transactions import encode_tx
 from node.ledger.verify import verify_ledger
@@ -199,7 +198,7 @@ async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is
     now = int(time.time() * 1000)
     chain, member, signer = cluster.genesis.chain_id, cluster.member_name(1), cluster.signers[1]
     good_body = Report(
-        subject=entity_ref(PSEUDONYM_KEY, "phone", "13800138000"),
+        subject=cluster_ref(cluster, "phone", "13800138000"),
         category="fraud_call",
         attributes=(),
         case_id=None,
@@ -207,7 +206,7 @@ async def test_every_kind_of_bad_transaction_is_refused_by_a_node_and_nothing_is
         details_commitment=None,
     )
     raw_phone_body = Report(
-        subject=entity_ref(PSEUDONYM_KEY, "phone", "13800138000"),
+        subject=cluster_ref(cluster, "phone", "13800138000"),
         category="fraud_call",
         attributes=(),
         case_id="case-13800138000",

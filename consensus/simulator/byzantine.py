@@ -24,6 +24,14 @@ from consensus.messages import (
 # Outgoing: (destination member or None for everyone but the sender, message).
 Outgoing = list[tuple[int | None, Message]]
 
+# Simulated requests come from this many clients, in turn: request number k (the first
+# eight bytes of its payload) is client k mod CLIENTS's.
+CLIENTS = 5
+
+
+def client_of(payload: bytes) -> int:
+    return int.from_bytes(payload[:8], "big") % CLIENTS
+
 
 class Behaviour:
     """Honest: pass everything through."""
@@ -31,6 +39,11 @@ class Behaviour:
     kind = "honest"
     delivers_requests = True
     runs = True
+    # Whether the checker holds the member to the honest invariants (agreement,
+    # certified commits, no equivocation) and the run waits for it to commit.
+    counts_as_honest = False
+    # Whether the runner makes each new proposal cost the member processing time.
+    slow = False
 
     def __init__(
         self, member: int, n: int, signer: Signer, chain_id: str, rng: random.Random
@@ -47,6 +60,10 @@ class Behaviour:
     def received(self, message: Message) -> None:
         return None
 
+    def hears(self, payload: bytes) -> bool:
+        """Whether a client's request reaches the member's replica."""
+        return self.delivers_requests
+
 
 class Silent(Behaviour):
     kind = "silent"
@@ -61,6 +78,26 @@ class Censor(Behaviour):
 
     kind = "censor"
     delivers_requests = False
+
+
+class CensorOne(Behaviour):
+    """Hears every client but one: as primary it commits the others' requests and
+    leaves that client's out forever."""
+
+    kind = "censor-one"
+
+    def hears(self, payload: bytes) -> bool:
+        return client_of(payload) != 0
+
+
+class Slow(Behaviour):
+    """Honest code on a slow machine (the runner charges it time for every proposal it
+    makes): as primary it commits blocks steadily, more slowly than clients offer
+    requests. Not faulty, so the checker holds it to every honest invariant."""
+
+    kind = "slow"
+    counts_as_honest = True
+    slow = True
 
 
 class Equivocate(Behaviour):
@@ -131,6 +168,8 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
     "honest": Behaviour,
     "silent": Silent,
     "censor": Censor,
+    "censor-one": CensorOne,
+    "slow": Slow,
     "equivocate": Equivocate,
     "forge": Forge,
     "replay": Replay,

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 from consensus.params import Params
 
-BYZANTINE_KINDS = ("silent", "equivocate", "forge", "replay", "censor", "twins")
+# The kinds random schedules draw from. Frozen: a schedule number must keep meaning the
+# same run (regression tests and ``--schedule`` replays name schedules by number).
+SCHEDULE_KINDS = ("silent", "equivocate", "forge", "replay", "censor", "twins")
+# What ``--fault`` offers: the Byzantine kinds, plus two named scenarios. ``censor-one``
+# is a primary that leaves one client's requests out forever while it commits the
+# others'; ``slow`` is an honest member whose processing is slow (each request it puts
+# into a proposal costs ``FaultPlan.slow_ms_per_request`` of its time), so as primary it
+# commits blocks steadily, about half as fast as clients offer requests, and a backlog
+# builds: slow is not faulty, and it must not be replaced.
+BYZANTINE_KINDS = (*SCHEDULE_KINDS, "censor-one", "slow")
 
 SIM_PARAMS = Params(
     checkpoint_interval=5,
@@ -67,6 +76,27 @@ class FaultPlan:
     twins_split: bool = True
     lower_quorum_by: int = 0  # test double for negative controls only
     trace_lines: int = 40
+    # When set, clients offer exactly this many requests, and the run is done only once
+    # every honest replica committed all of them (a backlog must drain, not just stay
+    # live); ``blocks`` still has to be reached.
+    requests: int = 0
+    # Virtual time a ``slow`` member spends per request in each new proposal it makes
+    # (checking and packing the batch); everything else waits meanwhile. The default, two
+    # request intervals, lets it propose half of what clients offer.
+    slow_ms_per_request: int = 0
+    # Share of requests that reach the members other than the one a client submitted
+    # to and the primary that member forwards it to. Below 1, as when members refuse
+    # gossip they cannot hold under overload (issue 16's admission), a backup holds only
+    # part of what the primary orders: its oldest request then waits out the primary's
+    # whole backlog while the blocks before it commit requests it never held.
+    gossip_share: float = 1.0
+    # How often each member is the one a client submits to (by member; empty: all
+    # alike). The slow-primary scenario has one bank's bulk upload enter at one member
+    # and a trickle of other clients' requests at the rest.
+    entry_weights: tuple[int, ...] = ()
+
+    def slow_cost_ms(self) -> int:
+        return self.slow_ms_per_request or 2 * self.request_interval_ms
 
     def faults_end_ms(self) -> int:
         ends = [p.end_ms for p in self.partitions] + [c.at_ms + c.down_ms for c in self.crashes]
@@ -74,6 +104,13 @@ class FaultPlan:
             ends.append(TWINS_SPLIT_END_MS)
         return max(ends, default=0)
 
+
+# The slow-primary scenario: one bank's bulk upload enters at the first member that is
+# not slow, BULK_WEIGHT times as often as any other member is entered; members forward
+# requests to the primary and gossip none beyond it (``FaultPlan.gossip_share``), so the
+# other backups hold only a trickle of their own clients' requests, each of which waits
+# out the primary's whole backlog after the one before it committed.
+BULK_WEIGHT = 200
 
 # Twins runs keep the two copies of each twinned member apart until this time.
 TWINS_SPLIT_END_MS = 3_000
@@ -104,6 +141,11 @@ def random_plan(
     # Member 0 is the first primary: make it Byzantine first, the hardest case.
     chosen = members[:byzantine]
     byz = tuple(Byzantine(m, kind) for m in chosen)
+    # A slow primary is a backlog scenario: clients offer enough for ``blocks`` full
+    # batches, faster than it commits, and the run ends when all of them committed.
+    slow = kind == "slow" and byzantine > 0
+    requests = blocks * SIM_PARAMS.max_batch_txs if slow else 0
+    bulk_entry = tuple(BULK_WEIGHT if m == byzantine else 1 for m in members) if slow else ()
     parts: list[Partition] = []
     t = 1_000
     for _ in range(partitions):
@@ -131,6 +173,9 @@ def random_plan(
         byzantine=byz,
         partitions=tuple(parts),
         crashes=tuple(crash_list),
+        requests=requests,
+        gossip_share=0.0 if slow else 1.0,
+        entry_weights=bulk_entry,
     )
 
 
@@ -144,7 +189,7 @@ def random_schedule(seed: int, sizes: tuple[int, ...] = (4, 4, 7, 7, 10)) -> Fau
     members = list(range(n))
     rng.shuffle(members)
     byzantine = tuple(
-        Byzantine(m, rng.choice(BYZANTINE_KINDS)) for m in sorted(members[: rng.randint(0, f)])
+        Byzantine(m, rng.choice(SCHEDULE_KINDS)) for m in sorted(members[: rng.randint(0, f)])
     )
     faulty = {b.member for b in byzantine}
     honest = [m for m in range(n) if m not in faulty]

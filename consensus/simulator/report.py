@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from consensus.simulator.plan import FaultPlan
 from consensus.simulator.runner import SimResult
 
 
@@ -13,13 +14,19 @@ def percentile(values: list[int], q: float) -> int:
     return ordered[index]
 
 
+def _member(plan: FaultPlan, member: int, kind: str) -> str:
+    if kind == "slow":
+        return f"member {member} slow (honest, {plan.slow_cost_ms()} ms per request proposed)"
+    return f"member {member} {kind}"
+
+
 def summary(result: SimResult) -> str:
     plan = result.plan
     n = plan.nodes
     f = (n - 1) // 3
     quorum = (n + f + 2) // 2
     lines = [f"crosstrace simulate: {n} members (f={f}, quorum={quorum}), seed {plan.seed}"]
-    byz = ", ".join(f"member {b.member} {b.kind}" for b in plan.byzantine) or "none"
+    byz = ", ".join(_member(plan, b.member, b.kind) for b in plan.byzantine) or "none"
     lines.append(f"  byzantine:      {byz}")
     lines.append(
         f"  network:        delay {plan.min_delay_ms}-{plan.max_delay_ms} ms, "
@@ -37,6 +44,13 @@ def summary(result: SimResult) -> str:
         f"committed blocks: {min(honest)} on every honest replica (max {max(honest)}), "
         f"{result.txs_committed} transactions"
     )
+    if plan.requests:
+        waiting = result.requests_uncommitted
+        lines.append(
+            f"requests:         {result.requests_offered} offered, "
+            + (f"{waiting} never committed" if waiting else "all committed")
+            + f"; longest wait for a block {result.max_commit_gap_ms} ms"
+        )
     lines.append(f"view changes:     {result.view_changes} (highest view {result.max_view})")
     total = sum(result.messages.values())
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.messages.items()))

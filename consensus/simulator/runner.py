@@ -34,10 +34,11 @@ from consensus.messages import (
     BlockResponse,
     CertifiedBatch,
     Message,
+    Proposal,
 )
 from consensus.replica import Replica
 from consensus.requests import request_id
-from consensus.simulator.byzantine import BEHAVIOURS, Behaviour
+from consensus.simulator.byzantine import BEHAVIOURS, Behaviour, client_of
 from consensus.simulator.checker import Checker, Violation
 from consensus.simulator.plan import TWINS_SPLIT_END_MS, FaultPlan, Partition
 from consensus.simulator.trace import format_entry
@@ -74,6 +75,9 @@ class SimNode:
     incarnation: int = 0
     timer_gen: dict[Timer, int] = field(default_factory=dict)
     commit_times: list[int] = field(default_factory=list)
+    # A slow member: until when it is busy, and the slots it was charged for proposing.
+    busy_until: int = 0
+    charged: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def height(self) -> int:
@@ -93,9 +97,18 @@ class SimResult:
     max_view: int
     messages: Counter[str]
     latencies_ms: list[int]
+    # The client of each request in ``latencies_ms``, in the same order.
+    committed_clients: list[int]
     txs_committed: int
     evidence: list[tuple[int, str, int, int]]
     verifications: int
+    requests_offered: int
+    # Offered requests no honest replica committed by the end of the run.
+    requests_uncommitted: int
+    # The longest an honest replica went without executing a block (up to the first
+    # suspicion, if any): what the request timer's lack-of-progress rule looks at.
+    max_commit_gap_ms: int
+    first_suspicion_ms: int | None
 
     @property
     def safe(self) -> bool:
@@ -103,7 +116,12 @@ class SimResult:
 
 
 # Event kinds, ordered for determinism when two events share a time.
-_DELIVER, _REQUEST, _TIMER, _INJECT, _CRASH, _RESTART = range(6)
+_DELIVER, _REQUEST, _TIMER, _INJECT, _CRASH, _RESTART, _RESUBMIT = range(7)
+
+# With a finite load (``FaultPlan.requests``) every request must commit, so clients do
+# what real ones do with a request a crash or a partition lost: submit it again, after
+# this long without seeing it committed.
+CLIENT_RETRY_MS = 5_000
 
 
 class Simulation:
@@ -121,7 +139,9 @@ class Simulation:
             replica_membership = weak
         self.replica_membership = replica_membership
         kinds = {b.member: b.kind for b in plan.byzantine}
-        self.honest = {m for m in range(n) if m not in kinds}
+        self.honest = {
+            m for m in range(n) if m not in kinds or BEHAVIOURS[kinds[m]].counts_as_honest
+        }
         self.checker = Checker(self.membership, self.honest)
         self.nodes: list[SimNode] = []
         for member in range(n):
@@ -145,10 +165,14 @@ class Simulation:
         self.trace: deque[tuple[Any, ...]] = deque(maxlen=plan.trace_lines)
         self.injected: dict[bytes, int] = {}
         self.latencies: list[int] = []
+        self.committed_clients: list[int] = []
         self.evidence: list[tuple[int, str, int, int]] = []
         self.request_no = 0
         self.faults_end = plan.faults_end_ms()
         self.views_entered: set[int] = set()
+        # When an honest replica first left a view (suspected its primary, or followed
+        # others who did).
+        self.first_suspicion_ms: int | None = None
         self.storm_window = 0
         self.storm_steps = 0
 
@@ -234,17 +258,52 @@ class Simulation:
             return
         self.steps += 1
         actions = node.replica.step(event, self.now)
+        cost = self._processing_ms(node, actions)
+        if not cost:
+            for action in actions:
+                self._carry_out(node, action)
+            return
+        # A slow member's step takes time: what it decided leaves when it is done, and
+        # the events that arrive meanwhile wait (``_busy``).
+        node.busy_until = self.now + cost
+        now, self.now = self.now, node.busy_until
         for action in actions:
             self._carry_out(node, action)
+        self.now = now
+
+    def _processing_ms(self, node: SimNode, actions: list[Action]) -> int:
+        """Time a slow member spends on a step: per request in each proposal it makes
+        for the first time (a resent proposal costs nothing more)."""
+        if not node.behaviour.slow:
+            return 0
+        requests = 0
+        for action in actions:
+            if isinstance(action, Broadcast) and isinstance(action.message, Proposal):
+                pre_prepare = action.message.pre_prepare
+                if (pre_prepare.view, pre_prepare.seq) not in node.charged:
+                    node.charged.add((pre_prepare.view, pre_prepare.seq))
+                    requests += len(action.message.batch.txs)
+        return requests * self.plan.slow_cost_ms()
+
+    def _busy(self, instance: int, kind: int, data: Any) -> bool:
+        """Put an event for a slow member that is still busy back until it is free."""
+        node = self.nodes[instance]
+        if node.busy_until <= self.now:
+            return False
+        self._push(node.busy_until, kind, data)
+        return True
 
     def _carry_out(self, node: SimNode, action: Action) -> None:
         match action:
             case Persist(records):
                 node.durable.apply_all(records)
+                views = [r for r in records if isinstance(r, ViewRecord)]
                 if node.member in self.honest:
-                    self.views_entered.update(
-                        r.view for r in records if isinstance(r, ViewRecord) and r.active
-                    )
+                    self.views_entered.update(r.view for r in views if r.active)
+                    if self.first_suspicion_ms is None and any(not r.active for r in views):
+                        self.first_suspicion_ms = self.now
+                if views and self.plan.gossip_share < 1.0:
+                    self._forward_pending(node, views[-1].view)
             case Send(to, message):
                 self._send(node, to, message)
             case Broadcast(message):
@@ -287,6 +346,7 @@ class Simulation:
                 started = self.injected.pop(request_id(tx), None)
                 if started is not None:
                     self.latencies.append(self.now - started)
+                    self.committed_clients.append(client_of(tx))
         if self.trace.maxlen:
             self.trace.append((self.now, node.instance, "commit", block, cert))
 
@@ -312,19 +372,68 @@ class Simulation:
         self._send(node, self.nodes[src].member, BlockResponse(entries))
 
     def _inject(self) -> None:
+        if self.plan.requests and self.request_no >= self.plan.requests:
+            return  # the clients offered all they had
         self.request_no += 1
         payload = self.request_no.to_bytes(8, "big") + bytes(
             self.rng.getrandbits(8) for _ in range(self.plan.request_bytes - 8)
         )
         self.injected[request_id(payload)] = self.now
-        entry = self.rng.randrange(len(self.nodes))
+        weights = self.plan.entry_weights
+        if weights:
+            entry = self.rng.choices(range(len(weights)), weights)[0]
+        else:
+            entry = self.rng.randrange(len(self.nodes))
+        gossip = self._gossip_targets(entry)
+        self._submit(payload, entry, gossip)
+        if self.plan.requests:
+            self._push(self.now + CLIENT_RETRY_MS, _RESUBMIT, (payload, entry, gossip))
+        self._push(self.now + self.plan.request_interval_ms, _INJECT, None)
+
+    def _resubmit(self, payload: bytes, entry: int, gossip: frozenset[int] | None) -> None:
+        """To the same member (the client's own bank), which passes it on as it did
+        the first time. Passed on to members that had not got it before, an old request
+        would reach them late, behind requests the primary holds after it, and look to
+        them as if the primary had passed those over for it."""
+        if request_id(payload) in self.injected:
+            self._submit(payload, entry, gossip)
+            self._push(self.now + CLIENT_RETRY_MS, _RESUBMIT, (payload, entry, gossip))
+
+    def _gossip_targets(self, entry: int) -> frozenset[int] | None:
+        """The instances, besides the entry and the primary, that the entry's host
+        gossips a request to; None for all of them."""
+        if self.plan.gossip_share >= 1.0:
+            return None
+        return frozenset(
+            node.instance
+            for node in self.nodes
+            if node.instance != entry and self.rng.random() < self.plan.gossip_share
+        )
+
+    def _submit(self, payload: bytes, entry: int, gossip: frozenset[int] | None) -> None:
+        """A client submits to one member, whose host gossips it (or forwards it)."""
+        # The member the entry's host forwards to: the primary as its replica sees it.
+        forwarded_to = self.nodes[entry].replica.primary
         for node in self.nodes:
             if not self._connected(entry, node.instance):
+                continue
+            chosen = node.instance == entry or node.member == forwarded_to
+            if gossip is not None and not chosen and node.instance not in gossip:
                 continue
             if self.plan.drop_rate and self.rng.random() < self.plan.drop_rate:
                 continue
             self._push(self.now + self._delay(), _REQUEST, (node.instance, payload))
-        self._push(self.now + self.plan.request_interval_ms, _INJECT, None)
+
+    def _forward_pending(self, node: SimNode, view: int) -> None:
+        """Without full gossip, a host forwards what its member holds to the primary
+        of each view its member asks for or enters, which may never have heard of it
+        (it was cut off when the request came, or was not primary then)."""
+        primary = self.membership.primary(view)
+        for instance in self.instances_of[primary]:
+            if instance == node.instance or not self._connected(node.instance, instance):
+                continue
+            for pending in node.replica.requests.pending.values():
+                self._push(self.now + self._delay(), _REQUEST, (instance, pending.payload))
 
     # ------------------------------------------------------------------ the run
 
@@ -332,6 +441,13 @@ class Simulation:
         return [n for n in self.nodes if n.member in self.honest]
 
     def _done(self) -> bool:
+        if self.plan.requests:
+            if self.request_no < self.plan.requests or self.injected:
+                return False
+            heights = {node.height for node in self.honest_nodes()}
+            # Committed everywhere, so every replica recovered from whatever faults
+            # there were: with the load drained, no later block would come to show it.
+            return len(heights) == 1 and min(heights) >= self.plan.blocks
         for node in self.honest_nodes():
             if node.height < self.plan.blocks:
                 return False
@@ -368,11 +484,10 @@ class Simulation:
                     return
         if self.now > self.plan.max_time_ms:
             lowest = min(n.height for n in self.honest_nodes())
-            self.checker.fail(
-                "liveness",
-                self.now,
-                f"an honest replica reached only height {lowest} of {self.plan.blocks}",
-            )
+            detail = f"an honest replica reached only height {lowest} of {self.plan.blocks}"
+            if lowest >= self.plan.blocks:
+                detail = f"{len(self.injected)} offered requests never committed"
+            self.checker.fail("liveness", self.now, detail)
 
     def run(self) -> SimResult:
         for node in self.nodes:
@@ -384,11 +499,13 @@ class Simulation:
         while self.queue and self.checker.violation is None and not self._done():
             at, kind, _, data = heapq.heappop(self.queue)
             self.now = at
+            if kind in (_DELIVER, _REQUEST, _TIMER) and self._busy(data[0], kind, data):
+                continue
             if kind == _DELIVER:
                 self._deliver(*data)
             elif kind == _REQUEST:
                 node = self.nodes[data[0]]
-                if node.behaviour.delivers_requests:
+                if node.behaviour.hears(data[1]):
                     self._step(node, RequestArrived(data[1]))
             elif kind == _TIMER:
                 instance, incarnation, timer, gen = data
@@ -401,9 +518,24 @@ class Simulation:
                 self._crash(self.nodes[data])
             elif kind == _RESTART:
                 self._restart(self.nodes[data])
+            elif kind == _RESUBMIT:
+                self._resubmit(*data)
             self._check_storm()
             self._check_liveness()
         return self._result()
+
+    def _max_commit_gap(self, honest: list[SimNode]) -> int:
+        """The longest an honest replica went without executing a block, from the
+        start until its last commit, or until the first suspicion if there was one: a
+        view change makes gaps of its own, which must not excuse it."""
+        end = self.first_suspicion_ms
+        gaps = []
+        for node in honest:
+            times = [t for t in node.commit_times if end is None or t <= end]
+            if end is not None:
+                times.append(end)
+            gaps += [later - earlier for earlier, later in zip([0, *times], times, strict=False)]
+        return max(gaps, default=0)
 
     def _crash(self, node: SimNode) -> None:
         node.up = False
@@ -434,9 +566,14 @@ class Simulation:
             max_view=max_view,
             messages=self.messages,
             latencies_ms=self.latencies,
+            committed_clients=self.committed_clients,
             txs_committed=sum(len(b.txs) for b, _ in max(honest, key=lambda n: n.height).ledger),
             evidence=self.evidence,
             verifications=sum(n.replica.verifier.verifications for n in self.nodes),
+            requests_offered=self.request_no,
+            requests_uncommitted=len(self.injected),
+            max_commit_gap_ms=self._max_commit_gap(honest),
+            first_suspicion_ms=self.first_suspicion_ms,
         )
 
 

@@ -68,7 +68,13 @@ from node.api.input import (
     request_body,
 )
 from node.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from node.api.metrics import DetailsCollector, GuardCollector, MetricsCollector, PsiCollector
+from node.api.metrics import (
+    DetailsCollector,
+    GuardCollector,
+    MetricsCollector,
+    PseudonymCollector,
+    PsiCollector,
+)
 from node.api.models import (
     BAD_INPUT,
     Block,
@@ -82,6 +88,7 @@ from node.api.models import (
 )
 from node.api.models import Rejected as RejectedBatch
 from node.api.proof import proof_route
+from node.api.pseudonyms import pseudonym_routes
 from node.api.psi import psi_routes
 from node.api.tracing import tracing_routes
 from node.details.service import PrivateDetailsService
@@ -91,8 +98,10 @@ from node.host.runtime import NodeRuntime, SubmitResult
 from node.ledger.layout import MAX_HEIGHT
 from node.ledger.store import LedgerStore
 from node.ledger.transactions import decode_tx, tx_id
+from node.ledger.tx_batch import BatchBodyError, is_batch_body, parse_batch_body
+from node.pseudonyms.service import PseudonymService
 from node.psi.service import PsiService
-from node.refusals import Invalid, NotFound, Rejected, Unsupported
+from node.refusals import Busy, Invalid, NotFound, Rejected, Unsupported
 from node.setup.genesis import Genesis
 from node.setup.users import UserStore
 from node.tracing.service import TracingService
@@ -198,15 +207,35 @@ class _Api:
                 '{"tx": hex} or {"txs": [hex, ...]} as application/json',
             )
         body = await read_body(request, self.max_body_bytes)
+        # Past the bound even for one transaction: refused before the body is parsed.
+        # (Read first: an HTTP/1.1 answer before the body is in may cost the client its
+        # connection while it still sends, an error instead of the 429.)
+        self.runtime.refuse_if_busy(1)
         if kind == OCTETS:
             if not body:
                 raise Invalid("empty_body", "the body holds no transaction")
-            txs = [body]
+            # One encoded transaction, or many in the binary batch format.
+            txs = (
+                await off_the_loop_if_large(_parse_batch_body, body)
+                if is_batch_body(body)
+                else [body]
+            )
         else:
             txs = (await off_the_loop_if_large(self.submit_body.parse, body)).txs
-        results = await self.runtime.submit_batch(txs)
+        # Past the admission bound this raises Busy (429 with Retry-After) before any
+        # signature is checked; nothing of the request is kept.
+        results = await self.runtime.submit_batch(txs, bounded=True)
         rows = [_result_row(raw, result) for raw, result in zip(txs, results, strict=True)]
         accepted = [result.tx_id for result in results if result.accepted]
+        if not accepted and all(result.code in _RETRYABLE for result in results):
+            # Only a full pool stood in the way: that is overload too, not a bad request.
+            raise Busy(
+                "overloaded",
+                "the mempool has no room for these transactions; nothing was kept, send "
+                "the same request again after retry_after seconds",
+                {"reason": "mempool", "results": rows},
+                retry_after_s=self.runtime.admission.retry_after_s(len(txs), trio.current_time()),
+            )
         if not accepted:
             raise Rejected(
                 "rejected", "no transaction was accepted; each result says why", {"results": rows}
@@ -311,6 +340,7 @@ def build_app(
     details: PrivateDetailsService | None = None,
     psi: PsiService | None = None,
     disclosure: DisclosureService | None = None,
+    pseudonyms: PseudonymService | None = None,
     guard: GuardPolicy | None = None,
     body_budget_bytes: int = DEFAULT_BODY_BUDGET_BYTES,
     users: UserStore | None = None,
@@ -327,6 +357,8 @@ def build_app(
         api.metrics_collector.register(DetailsCollector(details))
     if psi is not None:
         api.metrics_collector.register(PsiCollector(psi))
+    if pseudonyms is not None:
+        api.metrics_collector.register(PseudonymCollector(pseudonyms))
     app = FastAPI(
         title=TITLE,
         version=VERSION,
@@ -365,6 +397,21 @@ def build_app(
             413: refusal("The body is larger than the limit."),
             415: refusal("The body is neither JSON nor octet-stream."),
             422: answer(RejectedBatch, "Every transaction was refused."),
+            429: refusal(
+                "Overloaded: the node holds what it commits in about a second and this "
+                "member is past its share, or the mempool is full. Nothing was kept; "
+                "`Retry-After` (and `retry_after` in the body) says after how many "
+                "seconds to send the same request again; `reason` is `share`, "
+                "`capacity` or `mempool`."
+            )
+            | {
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before sending the request again.",
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                }
+            },
         },
     )
     app.add_api_route(
@@ -394,6 +441,7 @@ def build_app(
     tracing_routes(app, tracing, details, users)  # cases, queries and audit: node.api.tracing
     psi_routes(app, psi)  # private set intersection: node.api.psi
     disclosure_routes(app, disclosure)  # identities under a case: node.api.disclosure
+    pseudonym_routes(app, pseudonyms)  # threshold pseudonyms: node.api.pseudonyms
     app.add_api_route(
         "/metrics",
         api.metrics,
@@ -445,6 +493,17 @@ def build_app(
         if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
             route.methods.add("HEAD")
     return app
+
+
+# Mempool refusals that waiting cures (node.host.mempool.RejectReason).
+_RETRYABLE = frozenset({"full", "member_quota"})
+
+
+def _parse_batch_body(body: bytes) -> list[bytes]:
+    try:
+        return parse_batch_body(body)
+    except BatchBodyError as exc:
+        raise Invalid("bad_batch", f"the binary batch body is malformed: {exc}") from None
 
 
 def _result_row(raw: bytes, result: SubmitResult) -> dict[str, Any]:

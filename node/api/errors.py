@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from node.api.fields import refusal_of
 from node.refusals import (
+    Busy,
     Conflict,
     Forbidden,
     Invalid,
@@ -43,6 +44,7 @@ STATUS: Mapping[type[Refusal], int] = {
     TooLarge: 413,
     Unsupported: 415,
     Rejected: 422,
+    Busy: 429,
     Unavailable: 503,
 }
 
@@ -60,8 +62,13 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:
+    # A busy node says when to come back, in the header every HTTP client knows
+    # (RFC 9110, section 10.2.3) as well as in the body.
+    headers = {"Retry-After": str(refusal.retry_after_s)} if isinstance(refusal, Busy) else None
     return JSONResponse(
-        error_body(refusal.code, refusal.message, refusal.details), status_of(refusal)
+        error_body(refusal.code, refusal.message, refusal.details),
+        status_of(refusal),
+        headers=headers,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import (
@@ -36,6 +37,8 @@ from node.details.service import PrivateDetailsService
 from node.host.peers import peer_statistics
 from node.host.runtime import NodeRuntime
 from node.ledger.store import LedgerStore
+from node.pseudonyms.service import PseudonymService
+from node.pseudonyms.store import day_of
 from node.psi.service import PsiService
 
 # The 0.0.4 text format that ``generate_latest`` writes (the library's
@@ -134,6 +137,7 @@ class NodeCollector(Collector):
             stats.equivocations,
         )
         yield from self._mempool()
+        yield from self._admission()
         yield from self._network()
         yield self._latency()
 
@@ -148,6 +152,49 @@ class NodeCollector(Collector):
             "Transactions the mempool refused, by reason.",
             "reason",
             ((str(reason), n) for reason, n in pool.statistics().rejected.items()),
+        )
+
+    def _admission(self) -> Iterator[Metric]:
+        runtime = self.runtime
+        admission = runtime.admission
+        try:
+            now: float | None = trio.current_time()
+        except RuntimeError:
+            # Described outside the event loop (the registry collects once when the
+            # collector is registered): the families without figures yet.
+            now = None
+        yield gauge(
+            "crosstrace_commit_rate_estimate",
+            "Moving estimate of transactions this node commits per second.",
+            0.0 if now is None else admission.rate.per_second(now),
+        )
+        yield gauge(
+            "crosstrace_admission_bound_txs",
+            "Pending transactions past which members over their share are refused (429).",
+            0.0 if now is None else admission.bound(now),
+        )
+        yield gauge(
+            "crosstrace_commit_waiters",
+            "Transactions clients wait on (POST /txs?wait=true) until they commit.",
+            runtime.waiting_clients,
+        )
+        yield counter_by(
+            "crosstrace_admission_refused_total",
+            "Submissions (POST /txs) refused with 429, by reason (share: the node at its "
+            "bound and the member past its share; capacity: the mempool's limit; "
+            "lagging: peers' gossip waits for this node's check).",
+            "reason",
+            ((str(reason), n) for reason, n in admission.refused.items()),
+        )
+        yield counter(
+            "crosstrace_gossip_refused_total",
+            "Gossiped transactions dropped by admission: past the bound (with slack).",
+            admission.gossip_dropped,
+        )
+        yield counter(
+            "crosstrace_regossiped_total",
+            "Transactions submitted here and still pending, sent to the primary again.",
+            runtime.stats.regossiped,
         )
 
     def _network(self) -> Iterator[Metric]:
@@ -307,4 +354,78 @@ class PsiCollector(Collector):
             "PSI runs this member refused to answer, by reason.",
             "reason",
             stats.refused.items(),
+        )
+
+
+class PseudonymCollector(Collector):
+    """Threshold pseudonyms: what this member evaluated for each other member (by
+    purpose), what it refused, today's quota use, and how its own requests went."""
+
+    def __init__(self, service: PseudonymService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        stats = service.stats
+        evaluated = CounterMetricFamily(
+            "crosstrace_pseudonym_evaluated_points_total",
+            "Points this member evaluated for another member, by requester and purpose.",
+            labels=["member", "purpose"],
+        )
+        for (member, purpose), value in sorted(stats.evaluated.items()):
+            evaluated.add_metric([member, purpose], value)
+        yield evaluated
+        refused = CounterMetricFamily(
+            "crosstrace_pseudonym_refused_total",
+            "Evaluation requests this member refused, by requester and reason.",
+            labels=["member", "reason"],
+        )
+        for (member, reason), value in sorted(stats.refused.items()):
+            refused.add_metric([member, reason], value)
+        yield refused
+        day = day_of(service.clock_ms())
+        params = service.genesis.pseudonyms
+        used = GaugeMetricFamily(
+            "crosstrace_pseudonym_report_quota_used_ratio",
+            "Share of its daily report quota each member used here today (UTC).",
+            labels=["member"],
+        )
+        for row in service.store.usage(day):
+            if row.kind == "report":
+                used.add_metric([row.name], row.points / params.report_quota_per_day)
+        yield used
+        yield counter_by(
+            "crosstrace_pseudonym_requests_total",
+            "This member's own evaluation requests, by outcome.",
+            "outcome",
+            stats.asked.items(),
+        )
+        yield counter_by(
+            "crosstrace_pseudonym_wrong_proofs_total",
+            "Evaluations whose proof failed, by the member that sent them.",
+            "member",
+            stats.wrong_proofs.items(),
+        )
+        yield counter_by(
+            "crosstrace_pseudonym_unanswered_total",
+            "Evaluation requests a member left unanswered in time, by member.",
+            "member",
+            stats.unanswered.items(),
+        )
+        yield counter(
+            "crosstrace_pseudonym_cache_hits_total",
+            "Identifiers pseudonymised from this node's own cache.",
+            stats.cache_hits,
+        )
+        yield counter(
+            "crosstrace_pseudonym_cache_misses_total",
+            "Identifiers that needed an evaluation.",
+            stats.cache_misses,
+        )
+        h = stats.latency
+        yield HistogramMetricFamily(
+            "crosstrace_pseudonym_seconds",
+            "Time to pseudonymise one request's identifiers, cache and evaluation included.",
+            buckets=h.cumulative(),
+            sum_value=h.sum_s,
         )

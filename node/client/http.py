@@ -12,8 +12,10 @@ URL, a message or a log line.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -24,6 +26,8 @@ from node.setup.genesis import split_host_port
 from node.setup.users import TOKEN_FILE, UserError, read_token_file
 
 DEFAULT_TIMEOUT_S = 10.0
+# A node past its admission bound answers 429 with Retry-After (node.host.admission).
+BUSY = 429
 TOKEN_ENV = "CROSSTRACE_TOKEN"
 # The home each API URL was read from, so a client of that URL finds its token file.
 _HOMES: dict[str, Path] = {}
@@ -32,10 +36,17 @@ _HOMES: dict[str, Path] = {}
 class ApiClientError(Exception):
     """A call to the local API failed; the message says which node and why."""
 
-    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retry_after = retry_after  # the Retry-After header, as the node sent it
 
 
 def api_url_of_home(home: Path) -> str:
@@ -80,6 +91,19 @@ def token_for(base_url: str, home: Path | None = None) -> str | None:
         raise ApiClientError(f"{path}: cannot read the token: {exc.strerror}") from None
 
 
+def retry_after_s(error: ApiClientError) -> int:
+    """The whole seconds a 429 asks to wait: its ``Retry-After`` header in seconds (the
+    node also puts it in the body as ``retry_after``), at least 1."""
+    header = (error.retry_after or "").strip()
+    if header.isdigit():
+        return max(1, int(header))
+    body = error.body if isinstance(error.body, dict) else {}
+    value = body.get("retry_after")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return max(1, math.ceil(value))
+    return 1
+
+
 def auth_headers(base_url: str, home: Path | None = None) -> dict[str, str]:
     token = token_for(base_url, home)
     return {} if token is None else {"authorization": f"Bearer {token}"}
@@ -119,11 +143,44 @@ class ApiClient:
         return response.text
 
     def submit(
-        self, txs: Sequence[bytes], *, wait: bool = False, timeout_s: float = 5.0
+        self,
+        txs: Sequence[bytes],
+        *,
+        wait: bool = False,
+        timeout_s: float = 5.0,
+        busy_wait_s: float = 0.0,
+        on_busy: Callable[[int, float], None] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """Submit signed transactions; the status (200 committed, 202 accepted or still
-        pending, 422 all refused) and the answer with one result per transaction."""
-        return self._post_waiting("/txs", {"txs": [tx.hex() for tx in txs]}, wait, timeout_s)
+        pending, 422 all refused) and the answer with one result per transaction.
+
+        A busy node (429: nothing of the request was kept) is asked again after the
+        seconds its ``Retry-After`` says, for at most ``busy_wait_s`` seconds of waiting
+        in all; ``on_busy(seconds, waited_s)`` is told before each wait. Past that, or
+        with ``busy_wait_s`` 0, the 429 is an ``ApiClientError`` with status 429."""
+        body = {"txs": [tx.hex() for tx in txs]}
+        waited = 0.0
+        while True:
+            try:
+                return self._post_waiting("/txs", body, wait, timeout_s)
+            except ApiClientError as exc:
+                if exc.status != BUSY:
+                    raise
+                seconds = retry_after_s(exc)
+                if waited + seconds > busy_wait_s:
+                    if busy_wait_s <= 0:
+                        raise
+                    raise ApiClientError(
+                        f"{self.base_url}/txs: the node is overloaded (HTTP 429) and still "
+                        f"asks to wait {seconds} s after {waited:g} s of waiting; "
+                        "nothing was kept, submit again later",
+                        BUSY,
+                        exc.body,
+                    ) from None
+                if on_busy is not None:
+                    on_busy(seconds, waited)
+                time.sleep(seconds)
+                waited += seconds
 
     def tx(self, tx_id: str) -> dict[str, Any]:
         answer = self._call("GET", f"/txs/{tx_id}")
@@ -179,6 +236,15 @@ class ApiClient:
         answer = self._call("GET", f"/details/{tx_id}")
         assert isinstance(answer, dict)
         return answer
+
+    def pseudonyms(self, identifiers: Sequence[str], timeout_s: float | None = None) -> Any:
+        """The consortium's pseudonyms of ``TYPE:VALUE`` identifiers (``POST /pseudonyms``,
+        purpose report), evaluated by the node with the other members; see
+        ``node.client.pseudonyms`` for the source an ``Author`` uses."""
+        kwargs: dict[str, Any] = {"json": {"identifiers": list(identifiers)}}
+        if timeout_s is not None:
+            kwargs["timeout"] = timeout_s
+        return self._json(self._request("POST", "/pseudonyms", **kwargs))
 
     # ------------------------------------------------------------------ disclosure
 
@@ -260,6 +326,7 @@ class ApiClient:
                 f"{self.base_url}{path}: HTTP {response.status_code} {detail}".rstrip(),
                 response.status_code,
                 body,
+                response.headers.get("retry-after"),
             )
         return response
 

@@ -72,9 +72,9 @@ def prepare(author: Author, detail_args: Sequence[str], share_with: str | None) 
     return Sharing(details, salt, commitment(salt, encoded), names)
 
 
-def send(settings: tuple[Any, str, bool, float], tx: bytes, sharing: Sharing) -> None:
+def send(settings: tuple[Any, str, bool, float, float], tx: bytes, sharing: Sharing) -> None:
     """Post ``tx`` with its details to the member's node and print the outcome."""
-    _, url, wait, timeout = settings
+    _, url, wait, timeout, _busy_wait = settings  # POST /details is not bounded
     status, answer = call(
         url,
         lambda client: client.submit_details(

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from node.client.http import ApiClient
+from node.client.pseudonyms import author_for_home
 from node.commands.details import prepare, send
 from node.commands.disclosure import hand_identifiers
 from node.commands.options import (
@@ -26,7 +27,7 @@ from node.commands.options import (
     url_option,
 )
 from node.ledger.attributes import CATEGORIES, CATEGORY_KEYS, SchemaError, attributes_of
-from node.ledger.authoring import AuthoringError, load_author, parse_entity
+from node.ledger.authoring import AuthoringError, parse_entity
 from node.ledger.transactions import tx_id
 
 # The keys each category takes, under `submit report --help`.
@@ -121,12 +122,22 @@ def peers(home: Path | None, url: str | None, as_json: bool) -> None:
 @url_option
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the commit.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for it.")
+@click.option(
+    "--busy-wait",
+    default=60.0,
+    show_default=True,
+    help="Seconds in all to wait and retry while the node answers 429 (overloaded), "
+    "as its Retry-After says; 0 gives up at the first.",
+)
 @click.pass_context
-def submit(ctx: click.Context, home: Path, url: str | None, wait: bool, timeout: float) -> None:
+def submit(
+    ctx: click.Context, home: Path, url: str | None, wait: bool, timeout: float, busy_wait: float
+) -> None:
     """Sign transactions as a member and submit them to a node.
 
-    Identifiers are normalised and pseudonymised here with the consortium key; only the
-    signed transaction, with the pseudonym, goes to the node.
+    Identifiers are normalised here; the member's running node evaluates their
+    pseudonyms together with the other members (each counts against the member's daily
+    report quota). The signed transaction names the pseudonym only.
 
     \b
     Examples:
@@ -140,17 +151,31 @@ def submit(ctx: click.Context, home: Path, url: str | None, wait: bool, timeout:
     """
     if not 0 < timeout <= 60:
         raise click.BadParameter("must be more than 0 and at most 60", param_hint="--timeout")
+    if not 0 <= busy_wait <= 3600:
+        raise click.BadParameter("must be from 0 to 3600", param_hint="--busy-wait")
+    node_url = resolve_url(home, url)
     try:
-        author = load_author(home)
+        author = author_for_home(home, url=node_url)
     except AuthoringError as exc:
         raise click.ClickException(str(exc)) from None
-    ctx.obj = (author, resolve_url(home, url), wait, timeout)
+    ctx.obj = (author, node_url, wait, timeout, busy_wait)
+
+
+def _busy(seconds: int, waited_s: float) -> None:
+    click.echo(
+        f"the node is overloaded (429); nothing was kept, trying again in {seconds} s",
+        err=True,
+    )
 
 
 def _send(ctx: click.Context, txs: list[bytes]) -> None:
-    _, url, wait, timeout = ctx.obj
+    _, url, wait, timeout, busy_wait = ctx.obj
     status_code, answer = call(
-        url, lambda client: client.submit(txs, wait=wait, timeout_s=timeout), timeout_s=10.0
+        url,
+        lambda client: client.submit(
+            txs, wait=wait, timeout_s=timeout, busy_wait_s=busy_wait, on_busy=_busy
+        ),
+        timeout_s=10.0,
     )
     refused = 0
     for row in answer["results"]:
@@ -228,7 +253,8 @@ def report(
     commitment = None if sharing is None else sharing.commitment
     try:
         entity_type, raw = parse_entity(entity)
-        tx = _author(ctx).report(entity_type, raw, category, pairs, case_id, commitment)
+        subject = _author(ctx).entity(entity_type, raw)
+        tx = _author(ctx).report_about(subject, category, pairs, case_id, commitment)
     except AuthoringError as exc:
         raise click.ClickException(str(exc)) from None
     if sharing is None:
@@ -236,7 +262,7 @@ def report(
     else:
         send(ctx.obj, tx, sharing)
     # Accepted (a refusal exits above): the node keeps the identifier for disclosure.
-    hand_identifiers(_author(ctx), ctx.obj[1], tx_id(tx).hex(), [(entity_type, raw)])
+    hand_identifiers(ctx.obj[1], tx_id(tx).hex(), [(subject, raw)])
 
 
 @submit.command(context_settings=CONTEXT)
@@ -260,14 +286,16 @@ def link(
     commitment = None if sharing is None else sharing.commitment
     try:
         ends = [parse_entity(a), parse_entity(b)]
-        tx = _author(ctx).link(ends[0], ends[1], relation, commitment)
+        # One request for both pseudonyms, kept for the disclosure hand-over below.
+        ref_a, ref_b = _author(ctx).entities(ends)
+        tx = _author(ctx).link_between(ref_a, ref_b, relation, commitment)
     except AuthoringError as exc:
         raise click.ClickException(str(exc)) from None
     if sharing is None:
         _send(ctx, [tx])
     else:
         send(ctx.obj, tx, sharing)
-    hand_identifiers(_author(ctx), ctx.obj[1], tx_id(tx).hex(), ends)
+    hand_identifiers(ctx.obj[1], tx_id(tx).hex(), [(ref_a, ends[0][1]), (ref_b, ends[1][1])])
 
 
 @submit.command(context_settings=CONTEXT)

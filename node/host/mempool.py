@@ -217,6 +217,10 @@ class Mempool:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def held_by(self, member: str) -> int:
+        """How many of ``member``'s transactions are pending (queued or in flight)."""
+        return self._member_count.get(member, 0)
+
     def get(self, tx_id: bytes) -> Entry | None:
         record = self._records.get(tx_id)
         return None if record is None else record.entry

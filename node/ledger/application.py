@@ -12,6 +12,7 @@ deterministic rules (a replayed nonce that slipped into two blocks, say).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from consensus.blocks import Block
@@ -36,6 +37,7 @@ from node.ledger.transactions import (
     TxContext,
     TxRejected,
     ValidatedTx,
+    check_clock,
     member_table,
     tx_id,
     validate_tx,
@@ -95,17 +97,41 @@ class Application:
         with a stable code and a precise message otherwise."""
         return self.accept(validate_tx(tx_bytes, self._context(now_ms)))
 
-    def check_batch(self, txs: list[bytes], now_ms: int) -> list[ValidatedTx | TxRejected]:
+    def check_batch(
+        self,
+        txs: list[bytes],
+        now_ms: int,
+        known: Sequence[ValidatedTx | None] | None = None,
+    ) -> list[ValidatedTx | TxRejected]:
         """The stateless part of admission (decode, signature, member, role, clock,
         committed nonces) for many transactions. It touches no state of this object, so
-        the runtime runs it in a worker thread; ``accept`` then finishes on the loop."""
-        ctx = self._context(now_ms)
+        the runtime runs it in a worker thread; ``accept`` then finishes on the loop.
+        ``known`` (from ``known_forms``, taken on the loop) are checked forms this node
+        already holds: those need only the clock and nonce checks, not the signature
+        again. The committed nonces of the whole batch are looked up in one read
+        transaction."""
+        ctx = replace(self._context(now_ms), nonce_seen=_never_seen)
         out: list[ValidatedTx | TxRejected] = []
-        for tx_bytes in txs:
+        for i, tx_bytes in enumerate(txs):
+            form = None if known is None else known[i]
             try:
-                out.append(validate_tx(tx_bytes, ctx))
+                if form is None:
+                    out.append(validate_tx(tx_bytes, ctx))
+                else:
+                    check_clock(form.tx, ctx)
+                    out.append(form)
             except TxRejected as exc:
                 out.append(exc)
+        keys = [(v.tx.member, v.tx.nonce) for v in out if isinstance(v, ValidatedTx)]
+        used = self.ledger.nonces_used(keys) if keys else set()
+        if used:
+            for i, outcome in enumerate(out):
+                if isinstance(outcome, ValidatedTx) and (
+                    (member := outcome.tx.member, nonce := outcome.tx.nonce) in used
+                ):
+                    out[i] = TxRejected(
+                        RejectCode.REPLAY, f"nonce {nonce} of member {member!r} was already used"
+                    )
         return out
 
     def accept(self, validated: ValidatedTx) -> ValidatedTx:
@@ -132,33 +158,99 @@ class Application:
             return False
         return not self.ledger.nonce_used(validated.tx.member, validated.tx.nonce)
 
+    def known_forms(self, txs: Sequence[bytes]) -> list[ValidatedTx | None]:
+        """For each transaction, its checked form if this node holds one, else None."""
+        return [self._verified.get(tx_id(tx)) for tx in txs]
+
+    def check_unclocked(self, txs: Sequence[bytes]) -> list[ValidatedTx | None]:
+        """What ``check_proposed`` checks before its nonce look-up (signature, member,
+        role, body; no clock), for the transactions of one proposal; None for one that
+        fails, and for all after it: one bad transaction sinks the proposal, so no more
+        signatures are worth verifying. Changes nothing here, so it runs in a worker
+        thread; ``remember`` keeps the results."""
+        ctx = replace(self._context(0), max_skew_ms=2**62, nonce_seen=_never_seen)
+        out: list[ValidatedTx | None] = []
+        for tx_bytes in txs:
+            try:
+                out.append(validate_tx(tx_bytes, ctx))
+            except TxRejected:
+                break
+        return out + [None] * (len(txs) - len(out))
+
+    def remember(self, forms: Iterable[ValidatedTx | None]) -> None:
+        """Keep checked forms (from ``check_unclocked``) for the checks that follow."""
+        for form in forms:
+            if form is not None:
+                self._remember(form)
+
+    def checked(self, tx_id: bytes) -> ValidatedTx | None:
+        """The checked form of a transaction this node already admitted or judged, if it
+        is still held: decoded, signature verified, member and body checked."""
+        return self._verified.get(tx_id)
+
     def index_blocks(self, blocks: list[Block]) -> list[BlockIndex]:
         """Index entries for consecutive committed blocks that are stored together; a
-        nonce used earlier in the same group counts as used."""
-        seen: set[tuple[str, int]] = set()
-        return [self._index_block(block, seen) for block in blocks]
+        nonce used earlier in the same group counts as used. The three steps below, for
+        a caller that runs the middle one in a worker thread (the node runtime does)."""
+        forms = self.checked_forms(blocks)
+        indexes = self.build_indexes(blocks, forms)
+        self.forget_indexed(indexes)
+        return indexes
 
-    def _index_block(self, block: Block, seen_nonces: set[tuple[str, int]]) -> BlockIndex:
-        entries: list[TxIndex] = []
-        for tx_bytes in block.txs:
-            try:
-                validated = self._validated_without_clock(tx_bytes)
-            except TxRejected:
-                # Stored as ordered (the block is final), indexed under nothing.
-                entries.append(TxIndex(tx_id(tx_bytes)))
-                continue
-            tid = validated.tx_id
-            self._verified.pop(tid, None)
-            key = (validated.tx.member, validated.tx.nonce)
-            if key in seen_nonces or self.ledger.nonce_used(*key):
-                entries.append(TxIndex(tid))
-                continue
-            seen_nonces.add(key)
-            self._pending.pop(key, None)
-            entities, links = _index_body(validated)
-            cases = _case_postings(validated.body)
-            entries.append(TxIndex(tid, entities, links, nonce=key, cases=cases))
-        return BlockIndex(tuple(entries))
+    def checked_forms(self, blocks: list[Block]) -> list[list[ValidatedTx | None]]:
+        """Per block, per transaction: its checked form when this node holds one (it
+        admitted the transaction or voted for it), else None. Cheap: no signature."""
+        return [[self._verified.get(tx_id(tx)) for tx in block.txs] for block in blocks]
+
+    def build_indexes(
+        self, blocks: list[Block], forms: list[list[ValidatedTx | None]]
+    ) -> list[BlockIndex]:
+        """The index entries of ``blocks``, given ``checked_forms``. Changes nothing in
+        this object, so it may run in a worker thread: transactions never checked here
+        are checked now (signatures included), and the nonces of the whole group are
+        looked up in one read transaction."""
+        ctx = replace(self._context(0), max_skew_ms=2**62, nonce_seen=_never_seen)
+        validated: list[list[ValidatedTx | None]] = []
+        for block, block_forms in zip(blocks, forms, strict=True):
+            row: list[ValidatedTx | None] = []
+            for tx_bytes, form in zip(block.txs, block_forms, strict=True):
+                if form is None:
+                    try:
+                        form = validate_tx(tx_bytes, ctx)
+                    except TxRejected:
+                        form = None
+                row.append(form)
+            validated.append(row)
+        keys = {(v.tx.member, v.tx.nonce) for row in validated for v in row if v is not None}
+        used = self.ledger.nonces_used(keys) if keys else set()
+        seen_nonces: set[tuple[str, int]] = set()
+        indexes: list[BlockIndex] = []
+        for block, row in zip(blocks, validated, strict=True):
+            entries: list[TxIndex] = []
+            for tx_bytes, form in zip(block.txs, row, strict=True):
+                if form is None:
+                    # Stored as ordered (the block is final), indexed under nothing.
+                    entries.append(TxIndex(tx_id(tx_bytes)))
+                    continue
+                key = (form.tx.member, form.tx.nonce)
+                if key in seen_nonces or key in used:
+                    entries.append(TxIndex(form.tx_id))
+                    continue
+                seen_nonces.add(key)
+                entities, links = _index_body(form)
+                cases = _case_postings(form.body)
+                entries.append(TxIndex(form.tx_id, entities, links, nonce=key, cases=cases))
+            indexes.append(BlockIndex(tuple(entries)))
+        return indexes
+
+    def forget_indexed(self, indexes: list[BlockIndex]) -> None:
+        """A committed transaction is checked no more, and its nonce is no longer
+        pending: the ledger holds it now."""
+        for index in indexes:
+            for entry in index.txs:
+                self._verified.pop(entry.tx_id, None)
+                if entry.nonce is not None:
+                    self._pending.pop(entry.nonce, None)
 
 
 def _never_seen(member: str, nonce: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from consensus.blocks import Block, Certificate
@@ -20,7 +20,15 @@ class Ledger(Protocol):
 
     def nonce_used(self, member: str, nonce: int) -> bool: ...
 
+    def nonces_used(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]: ...
+
     def append_consensus_records(self, records: Sequence[bytes]) -> None: ...
+
+    def append_records_and_blocks(
+        self,
+        records: Sequence[bytes],
+        items: Sequence[tuple[Block, Certificate, BlockIndex]],
+    ) -> None: ...
 
     def consensus_records(self) -> list[bytes]: ...
 

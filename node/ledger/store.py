@@ -14,7 +14,7 @@ the job of whoever produced the pair (``node.ledger.verify`` re-checks everythin
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -331,6 +331,21 @@ class LedgerStore:
         with self._env.read() as txn:
             return txn.get(key, db=self._db[DB_NONCES]) is not None
 
+    def nonces_used(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of ``keys`` (member, nonce) ``nonce_used`` would answer True for, in one
+        read transaction: a batch of transactions costs one transaction, not one each."""
+        used: set[tuple[str, int]] = set()
+        with self._env.read() as txn:
+            db = self._db[DB_NONCES]
+            for member, nonce in keys:
+                try:
+                    key = nonce_key(member, nonce)
+                except ValueError:
+                    continue
+                if txn.get(key, db=db) is not None:
+                    used.add((member, nonce))
+        return used
+
     def entity_txs(
         self, entity_key: bytes, limit: int = 1000, after: tuple[int, int] | None = None
     ) -> list[tuple[int, int]]:
@@ -447,6 +462,23 @@ class LedgerStore:
         """Append records to the replica's durable log in one fsync'd transaction."""
         if records:
             self._env.write(lambda txn: append_records(txn, self._db[DB_CONSENSUS], records))
+
+    def append_records_and_blocks(
+        self,
+        records: Sequence[bytes],
+        items: Sequence[tuple[Block, Certificate, BlockIndex]],
+    ) -> None:
+        """``append_consensus_records`` and ``append_blocks`` in one write transaction,
+        so one fsync: both durable, or (a crash before the commit) neither."""
+        prepared = [prepare_block(self.chain_id, *item) for item in items]
+
+        def write(txn: WriteTxn) -> None:
+            if records:
+                append_records(txn, self._db[DB_CONSENSUS], records)
+            if prepared:
+                put_blocks(txn, self._db, prepared)
+
+        self._env.write(write)
 
     def consensus_records(self) -> list[bytes]:
         with self._env.read() as txn:

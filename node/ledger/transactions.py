@@ -272,13 +272,7 @@ def validate_tx(tx_bytes: bytes, ctx: TxContext) -> ValidatedTx:
             RejectCode.FORBIDDEN_KIND,
             f"member {tx.member!r} may not submit {tx.kind} transactions (needs role {needed})",
         )
-    skew = tx.time_ms - ctx.now_ms
-    if abs(skew) > ctx.max_skew_ms:
-        raise TxRejected(
-            RejectCode.CLOCK_SKEW,
-            f"transaction time is {skew / 1000:+.1f} s from now; at most "
-            f"{ctx.max_skew_ms / 1000:.0f} s either way is accepted",
-        )
+    check_clock(tx, ctx)
     if ctx.nonce_seen(tx.member, tx.nonce):
         raise TxRejected(
             RejectCode.REPLAY, f"nonce {tx.nonce} of member {tx.member!r} was already used"
@@ -286,6 +280,18 @@ def validate_tx(tx_bytes: bytes, ctx: TxContext) -> ValidatedTx:
     body = decode_body(tx)
     _check_body(tx, body, ctx)
     return ValidatedTx(tx=tx, tx_id=tx_id(data), body=body, encoded=data)
+
+
+def check_clock(tx: Transaction, ctx: TxContext) -> None:
+    """The one admission rule that depends on the clock: the transaction's time is
+    within ``max_skew_ms`` of ``now_ms``."""
+    skew = tx.time_ms - ctx.now_ms
+    if abs(skew) > ctx.max_skew_ms:
+        raise TxRejected(
+            RejectCode.CLOCK_SKEW,
+            f"transaction time is {skew / 1000:+.1f} s from now; at most "
+            f"{ctx.max_skew_ms / 1000:.0f} s either way is accepted",
+        )
 
 
 def _check_body(tx: Transaction, body: Body, ctx: TxContext) -> None:

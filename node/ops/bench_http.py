@@ -10,6 +10,8 @@ costs the same however many lanes are open.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import h11
 import trio
 
@@ -18,6 +20,24 @@ from node.client.http import ApiClientError
 READ_BYTES = 65536
 # Reconnect rather than reuse a connection idle this long: the server may be closing it.
 MAX_IDLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    # Seconds the server asked us to wait (``Retry-After``, delay-seconds form), if any.
+    retry_after_s: float | None = None
+
+
+def retry_after_of(headers: list[tuple[bytes, bytes]]) -> float | None:
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None  # an HTTP date: not sent by the nodes; treated as absent
+    return None
 
 
 class Lane:
@@ -45,24 +65,34 @@ class Lane:
             self._conn = h11.Connection(h11.CLIENT)
         return self._stream
 
-    async def post(self, target: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    async def post(self, target: str, body: bytes, content_type: str) -> Answer:
         """One request and its whole response; ``ApiClientError`` if the exchange fails."""
+        return await self._exchange("POST", target, body, content_type)
+
+    async def get(self, target: str) -> Answer:
+        return await self._exchange("GET", target, b"", None)
+
+    async def _exchange(
+        self, method: str, target: str, body: bytes, content_type: str | None
+    ) -> Answer:
         try:
-            return await self._post(target, body, content_type)
+            return await self._request(method, target, body, content_type)
         except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
             await self.aclose()
             raise ApiClientError(f"request to {self.host}:{self.port} failed: {exc}") from exc
         finally:
             self._last_used = trio.current_time()
 
-    async def _post(self, target: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    async def _request(
+        self, method: str, target: str, body: bytes, content_type: str | None
+    ) -> Answer:
         stream = await self._connect()
         request = h11.Request(
-            method="POST",
+            method=method,
             target=target,
             headers=[
                 ("Host", f"{self.host}:{self.port}"),
-                ("Content-Type", content_type),
+                *([] if content_type is None else [("Content-Type", content_type)]),
                 ("Content-Length", str(len(body))),
                 *([] if self.token is None else [("Authorization", f"Bearer {self.token}")]),
             ],
@@ -73,6 +103,7 @@ class Lane:
             + self._conn.send(h11.EndOfMessage())
         )
         status = 0
+        retry_after: float | None = None
         chunks: list[bytes] = []
         while True:
             event = self._conn.next_event()
@@ -84,6 +115,7 @@ class Lane:
                 continue
             if isinstance(event, h11.Response):
                 status = event.status_code
+                retry_after = retry_after_of(list(event.headers))
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -94,4 +126,4 @@ class Lane:
             self._conn.start_next_cycle()
         else:
             await self.aclose()
-        return status, b"".join(chunks)
+        return Answer(status, b"".join(chunks), retry_after)
