@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/proof_bench.py
 	$(BIN)/python benchmarks/trace_bench.py
 	$(BIN)/python benchmarks/api_trace_bench.py
+	$(BIN)/python benchmarks/oprf_bench.py
+	$(BIN)/python benchmarks/pseudonym_bench.py
 	$(BIN)/python -m pip install --quiet --group bench
 	$(BIN)/python benchmarks/psi_bench.py
 

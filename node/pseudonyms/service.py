@@ -285,10 +285,10 @@ class PseudonymService:
 
         inputs = await _threaded(_input_points, [_join(t, v) for t, v in items])
         blinded, scalars = await _blind(inputs)
+        # Each failed round adds its failed members, so this ends: in a result, or
+        # when too few members are left to ask.
         failed: set[int] = set()
-        attempts = 0
         while True:
-            attempts += 1
             others = self._choose(failed)
             if others is None:
                 self.stats.asked["unavailable"] += 1
