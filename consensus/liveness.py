@@ -23,12 +23,15 @@ oldest request this replica waits for:
 * lack of progress: no block executed for a whole timeout while a request waited (a
   primary that is silent, cut off, or equivocating so that nothing commits); and
 * censorship: a request that this replica received *after* it committed, and it still
-  has not, a whole timeout later. A primary that proposes in arrival order passes a
-  request over only by the skew between its arrival order and ours (network delay),
+  has not, ``censorship_grace_timeouts`` (2) whole timeouts later. A primary that
+  proposes in arrival order passes a request over only by the skew between its
+  arrival order and ours (network delay),
   and then commits it a block or two later; a backlog delays every request alike and
-  passes none over. A primary that leaves one client's requests out while it commits
-  later ones is caught one timeout after the first later request commits, whatever its
-  backlog.
+  passes none over. Under load the skew can approach a timeout (the primary checks a
+  peer's gossip behind a backlog, or its admission drops it and the submitting member
+  sends it again), hence the grace of two. A primary that leaves one client's requests
+  out while it commits later ones is caught two timeouts after the first later request
+  commits, whatever its backlog.
 
 To judge censorship, each pending request carries its arrival number at this replica
 (``RequestQueue``), and every executed block leaves a mark: the newest arrival among
@@ -149,7 +152,8 @@ class RequestTimer:
         timeout = self._timeout_ms()
         deadline = self.progress_at + timeout
         if self.passed_over:
-            deadline = min(deadline, self.passed_over[0][1] + timeout)
+            grace = self._params.censorship_grace_timeouts * timeout
+            deadline = min(deadline, self.passed_over[0][1] + grace)
         return deadline
 
     def _set(self, now_ms: int) -> None:

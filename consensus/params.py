@@ -21,6 +21,12 @@ class Params:
     # by the window. Only the primary's timing depends on it, so it is not in the genesis.
     pipeline_depth: int = 2
     view_timeout_ms: int = 2000
+    # A request passed over by later arrivals is taken for censored this many view
+    # timeouts after it was first passed over: under load a request a backup holds can
+    # reach the primary about a timeout later than the backup's own (its gossip checked
+    # behind a backlog, or dropped by the primary's bound and sent again every quarter
+    # timeout), which is not censorship. Only this replica's judgement depends on it.
+    censorship_grace_timeouts: int = 2
     max_view_timeout_ms: int = 60_000
     heartbeat_ms: int = 500
     max_pending_requests: int = 100_000
@@ -39,6 +45,7 @@ class Params:
             "pipeline_depth",
             "max_request_bytes",
             "view_timeout_ms",
+            "censorship_grace_timeouts",
             "heartbeat_ms",
             "max_pending_requests",
             "sync_batch_blocks",

@@ -140,8 +140,8 @@ def test_censoring_primary_is_replaced_even_while_it_commits_other_requests() ->
     h.step(3, RequestArrived(censored))
     # The primary never hears of the censored request but commits a block in every
     # round, of requests the backups received after it: it passed the request over,
-    # and one view timeout after the first of them committed, the backups replace it,
-    # however steadily it commits the others.
+    # and two view timeouts (the grace) after the first of them committed, the backups
+    # replace it, however steadily it commits the others.
     commit_round(h, [b"other-1"])
     passed_over_at = h.now
     rounds = 1
@@ -153,7 +153,7 @@ def test_censoring_primary_is_replaced_even_while_it_commits_other_requests() ->
         for i in (1, 2, 3):
             h.fire(i, Timer.REQUEST)  # oldest pending request is the censored one
         h.deliver()
-    assert h.now == passed_over_at + PARAMS.view_timeout_ms
+    assert h.now == passed_over_at + PARAMS.censorship_grace_timeouts * PARAMS.view_timeout_ms
     assert all(r.view == 1 for r in h.replicas[1:])
     if Timer.BATCH in h.timers[1]:
         h.fire(1, Timer.BATCH)

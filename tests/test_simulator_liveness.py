@@ -70,8 +70,8 @@ def test_a_primary_that_censors_one_client_while_committing_others_is_replaced(
 
 def test_censorship_is_caught_within_a_few_view_timeouts_not_at_max_view_timeout() -> None:
     """The rule that spares a slow primary must not give a censor more rope: a request
-    left out while requests the backups received after it commit is suspected one view
-    timeout after it was passed over."""
+    left out while requests the backups received after it commit is suspected two view
+    timeouts (the grace) after it was passed over."""
     plan = replace(
         random_plan(nodes=4, blocks=30, seed=9, byzantine=1, kind="censor-one"),
         requests=30 * SIM_PARAMS.max_batch_txs,
@@ -84,8 +84,8 @@ def test_censorship_is_caught_within_a_few_view_timeouts_not_at_max_view_timeout
         for latency, client in zip(result.latencies_ms, result.committed_clients, strict=True)
         if client == 0
     ]
-    # The first of the censored client's requests arrives within a few ms; one view
-    # timeout after a later request commits, the backups ask for a new view.
+    # The first of the censored client's requests arrives within a few ms; two view
+    # timeouts after a later request commits, the backups ask for a new view.
     assert censored and max(censored) < 4 * plan.params.view_timeout_ms, summary(result)
 
 
