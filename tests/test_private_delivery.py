@@ -326,6 +326,9 @@ async def test_details_that_arrive_before_the_commit_wait_and_are_checked_when_i
             result = await cluster.runtime(BANK).submit(tx)
             assert result.accepted
             await until(lambda: holds(cluster, TELECOM, wanted))
+            # The record is readable as soon as the worker thread wrote it; the service
+            # counts it once it is back on the loop.
+            await until(lambda: recipient.stats.stored == 1)
             assert recipient.lookup(wanted).matches is True
             assert not recipient._pending and recipient.stats.stored == 1
 
