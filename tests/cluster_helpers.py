@@ -3,12 +3,15 @@ the in-memory (or TCP) transport, signed reports and submitting them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import trio
+
 from consensus.codec import encode_value
 from node.identifiers.pseudonym import EntityRef
-from node.ledger.kinds import Report
+from node.ledger.kinds import Body, Report
 from node.ledger.transactions import encode_tx, make_tx
 from node.setup.genesis import GenesisConsensus
 from node.testing.cluster import InProcessCluster, local_genesis, local_pseudonyms
@@ -77,3 +80,23 @@ async def submit_all(cluster: InProcessCluster, txs: list[bytes], via: int = 0) 
             assert result.accepted, result
             ids.append(result.tx_id)
     return ids
+
+
+async def commit_body(cluster: InProcessCluster, member: int, body: Body) -> bytes:
+    """Sign ``body`` as ``member``, submit it to its node and wait (20 s at most) until it
+    is committed there; its transaction id."""
+    tx = make_tx(
+        cluster.signers[member],
+        cluster.genesis.chain_id,
+        cluster.member_name(member),
+        body.kind,
+        body,
+        cluster.next_nonce(),
+        int(time.time() * 1000),
+    )
+    runtime = cluster.runtime(member)
+    result = await runtime.submit(encode_tx(tx))
+    assert result.accepted, result.message
+    with trio.fail_after(20):
+        await runtime.wait_committed(result.tx_id)
+    return result.tx_id

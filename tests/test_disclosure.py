@@ -19,6 +19,7 @@ import pytest
 import trio
 from api_helpers import asgi_client
 from cluster_helpers import FAST
+from cluster_helpers import commit_body as commit
 
 from net.transport import Transport
 from net.wire import DisclosureAsk, DisclosureReply, Frame
@@ -28,7 +29,7 @@ from node.disclosure.store import DisclosureStore, RequestRecord
 from node.identifiers.normalize import normalize
 from node.identifiers.pseudonym import EntityRef
 from node.ledger.kinds import Approve, Body, Case, DisclosureAnswer, DisclosureRequest, Link, Report
-from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
+from node.ledger.transactions import decode_body, decode_tx
 from node.refusals import Forbidden, NotFound
 from node.setup.users import NODE_ACTOR, UserStore, make_user
 from node.testing.cluster import InProcessCluster, local_genesis, local_pseudonyms
@@ -82,24 +83,6 @@ class Net:
 
     def name(self, i: int) -> str:
         return self.cluster.member_name(i)
-
-
-async def commit(cluster: InProcessCluster, member: int, body: Body) -> bytes:
-    tx = make_tx(
-        cluster.signers[member],
-        cluster.genesis.chain_id,
-        cluster.member_name(member),
-        body.kind,
-        body,
-        cluster.next_nonce(),
-        int(time.time() * 1000),
-    )
-    runtime = cluster.runtime(member)
-    result = await runtime.submit(encode_tx(tx))
-    assert result.accepted, result.message
-    with trio.fail_after(20):
-        await runtime.wait_committed(result.tx_id)
-    return result.tx_id
 
 
 def report(entity: EntityRef) -> Report:

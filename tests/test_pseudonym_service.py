@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import trio
 from cluster_helpers import FAST
+from cluster_helpers import commit_body as commit
 
 from net.wire import EvalReply, EvalRequest
 from node.identifiers import oprf
 from node.identifiers.group import random_scalar
 from node.identifiers.normalize import normalize
 from node.identifiers.pseudonym import EntityRef
-from node.ledger.kinds import Approve, Body, Case
-from node.ledger.transactions import encode_tx, make_tx, tx_id
+from node.ledger.kinds import Approve, Case
 from node.pseudonyms.service import Purpose
 from node.pseudonyms.store import CachedPseudonym, PseudonymStore, day_of
 from node.refusals import Forbidden, Invalid, Unavailable
@@ -50,25 +50,6 @@ async def consortium(tmp_path: Path, **genesis_options: int) -> AsyncIterator[In
 
 def expected(cluster: InProcessCluster, entity_type: str, value: str) -> bytes:
     return oprf.pseudonym_with_key(local_dealing(cluster.genesis).key, entity_type, value)
-
-
-async def commit(cluster: InProcessCluster, member: int, body: Body) -> bytes:
-    tx = make_tx(
-        cluster.signers[member],
-        cluster.genesis.chain_id,
-        cluster.member_name(member),
-        body.kind,
-        body,
-        cluster.next_nonce(),
-        int(time.time() * 1000),
-    )
-    encoded = encode_tx(tx)
-    result = await cluster.runtime(member).submit(encoded)
-    assert result.accepted, result.message
-    with trio.fail_after(20):
-        await cluster.wait_height(cluster.runtime(member).height)
-        await cluster.runtime(member).wait_committed(result.tx_id)
-    return tx_id(encoded)
 
 
 async def open_case(cluster: InProcessCluster, opener: int, case_id: str, approve: bool) -> None:

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import trio
 from cluster_helpers import FAST
+from cluster_helpers import commit_body as commit
 
 from net.wire import PsiFrame
 from node.identifiers.normalize import normalize
-from node.ledger.kinds import NODE_ACTOR, Approve, Body, Case, PsiRun
+from node.ledger.kinds import NODE_ACTOR, Approve, Case, PsiRun
 from node.ledger.layout import CaseRole, case_key
-from node.ledger.transactions import decode_body, decode_tx, encode_tx, make_tx
+from node.ledger.transactions import decode_body, decode_tx
 from node.psi.crypto import hash_blind_chunk, random_scalar
 from node.psi.inputs import (
     MAX_PROBLEMS,
@@ -94,25 +95,6 @@ class Net:
         body = decode_body(decode_tx(data))
         assert isinstance(body, PsiRun)
         return body
-
-
-async def commit(cluster: InProcessCluster, member: int, body: Body) -> bytes:
-    now = int(time.time() * 1000)
-    tx = make_tx(
-        cluster.signers[member],
-        cluster.genesis.chain_id,
-        cluster.member_name(member),
-        body.kind,
-        body,
-        cluster.next_nonce(),
-        now,
-    )
-    runtime = cluster.runtime(member)
-    result = await runtime.submit(encode_tx(tx))
-    assert result.accepted, result.message
-    with trio.fail_after(20):
-        await runtime.wait_committed(result.tx_id)
-    return result.tx_id
 
 
 async def open_case(cluster: InProcessCluster, case_id: str, approvers: list[int]) -> bytes:

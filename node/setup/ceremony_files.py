@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from consensus.codec import encode_value
 from consensus.crypto import SIGNATURE_SIZE, hash_bytes, signing_bytes
+from node.setup.keys import reject_duplicate_keys
 
 FILE_VERSION = 1
 DEAL_KIND = "crosstrace-dkg-deal"
@@ -269,15 +270,6 @@ def answer_to_dict(answer: Answer) -> dict[str, Any]:
 T = TypeVar("T")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in doc:
-            raise ValueError(f"duplicate key {k!r}")
-        doc[k] = v
-    return doc
-
-
 def _load(path: Path | str, parse: Callable[[object, str], T]) -> T:
     path = Path(path)
     where = str(path)
@@ -289,7 +281,7 @@ def _load(path: Path | str, parse: Callable[[object, str], T]) -> T:
     if len(data) > _MAX_FILE_BYTES:
         raise CeremonyError(f"{where}: larger than {_MAX_FILE_BYTES} bytes")
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CeremonyError(f"{where}: invalid JSON: {exc}") from None
     return parse(doc, where)

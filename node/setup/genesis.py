@@ -33,7 +33,7 @@ from node.setup.genesis_pseudonyms import TRANSCRIPT_SIZE as TRANSCRIPT_SIZE
 from node.setup.genesis_pseudonyms import GenesisPseudonyms as GenesisPseudonyms
 from node.setup.genesis_pseudonyms import PseudonymParameters as PseudonymParameters
 from node.setup.genesis_pseudonyms import default_threshold as default_threshold
-from node.setup.keys import atomic_write
+from node.setup.keys import atomic_write, reject_duplicate_keys
 
 INSTITUTIONS = ("police", "bank", "telecom", "utility", "other")
 ROLES = ("reporter", "investigator", "approver", "auditor")
@@ -541,16 +541,6 @@ def _dumps(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in doc:
-            # json would silently keep the last one; in a genesis file that hides a typo.
-            raise ValueError(f"duplicate key {k!r}")
-        doc[k] = v
-    return doc
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
@@ -566,7 +556,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(
             data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=reject_duplicate_keys,
             parse_constant=_reject_constant,
         )
     except json.JSONDecodeError as exc:

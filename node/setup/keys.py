@@ -243,7 +243,9 @@ def _read_private(path: Path) -> bytes:
     return read_private_file(path)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for the project's JSON files: json would silently keep the
+    last of two equal keys, which in a key, share or genesis file hides a mistake."""
     doc: dict[str, Any] = {}
     for k, v in pairs:
         if k in doc:
@@ -254,7 +256,7 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_document(path: Path, data: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise KeyFileError(f"key file {path} is not a valid key file: {exc}") from None
     if not isinstance(doc, dict):

@@ -27,6 +27,7 @@ from node.setup.keys import (
     DEFAULT_OPSLIMIT,
     open_sealed,
     read_private_file,
+    reject_duplicate_keys,
     seal_secret,
 )
 
@@ -132,15 +133,6 @@ def _fsync_directory(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in doc:
-            raise ValueError(f"duplicate key {k!r}")
-        doc[k] = v
-    return doc
-
-
 def _hex(where: str, doc: dict[str, Any], name: str, size: int) -> bytes:
     value = doc[name]
     if not isinstance(value, str) or len(value) != 2 * size:
@@ -160,7 +152,7 @@ def load_share(path: Path | str, passphrase: str | None) -> PseudonymShare:
         path, what=_WHAT, error=PseudonymShareError, nofollow=True, max_bytes=_MAX_FILE_BYTES
     )
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PseudonymShareError(f"{where} is not a share file: {exc}") from None
     if not isinstance(doc, dict):
