@@ -7,8 +7,8 @@ and with them the peers' sockets and the store's files. Here the accept loop tak
 slot before it accepts: past the cap, new connections wait in the kernel's backlog
 (costing this process nothing) until a slot frees. What frees slots: a request head
 must arrive within Hypercorn's ``keep_alive_timeout`` of the connection going idle, a
-read may wait at most ``read_timeout``, and a body has the guard's deadline
-(``node.api.guard``).
+read may wait at most ``read_timeout``, a write ``SEND_TIMEOUT_S``, and a body has the
+guard's deadline (``node.api.guard``).
 
 This reuses Hypercorn's per-connection server (``TCPServer``) and worker context
 directly, the parts its own ``worker_serve`` composes; the version range in
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, cast
 
@@ -40,6 +41,10 @@ GRACEFUL_S = 2.0
 DEFAULT_MAX_CONNECTIONS = 256
 # A read that brings nothing for this long ends the connection.
 READ_TIMEOUT_S = 10
+# A write the client does not take within this long ends the connection (Hypercorn
+# shields its writes from cancellation, so without this a client that asks for an
+# answer and never reads it would hold its connection slot for good).
+SEND_TIMEOUT_S = 10.0
 BACKLOG = 128
 
 
@@ -47,9 +52,15 @@ class CappedListener(trio.abc.Listener[trio.abc.Stream]):
     """Accepts only while a slot is free; each accepted stream gives its slot back when
     it is closed."""
 
-    def __init__(self, inner: trio.SocketListener, limiter: trio.CapacityLimiter) -> None:
+    def __init__(
+        self,
+        inner: trio.SocketListener,
+        limiter: trio.CapacityLimiter,
+        send_timeout_s: float = SEND_TIMEOUT_S,
+    ) -> None:
         self.inner = inner
         self.limiter = limiter
+        self.send_timeout_s = send_timeout_s
         self.accepted = 0
 
     async def accept(self) -> trio.abc.Stream:
@@ -61,7 +72,7 @@ class CappedListener(trio.abc.Listener[trio.abc.Stream]):
             self.limiter.release_on_behalf_of(token)
             raise
         self.accepted += 1
-        return _SlotStream(stream, self.limiter, token)
+        return _SlotStream(stream, self.limiter, token, self.send_timeout_s)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -69,18 +80,46 @@ class CappedListener(trio.abc.Listener[trio.abc.Stream]):
 
 class _SlotStream(trio.abc.HalfCloseableStream):
     """A socket stream that returns its listener slot once, when closed. Hypercorn reads
-    ``.socket`` for the peer's address."""
+    ``.socket`` for the peer's address.
+
+    Sending data and sending EOF take turns here. Hypercorn serialises its sends but
+    not the EOF it sends when a response ends with ``connection: close``: if the client
+    closes at that moment (as one cut off by the body deadline does), Hypercorn's
+    reader task answers the broken request while the EOF is under way, and trio's
+    ``BusyResourceError`` ended the whole API. In turn, the later send meets a closed
+    stream, which Hypercorn expects.
+
+    A write not taken within ``send_timeout_s`` closes the stream, raises
+    ``BrokenResourceError`` (to Hypercorn, a client gone) and calls ``on_stall``
+    (``_serve_connection`` ends the connection's tasks with it: Hypercorn's reader
+    would otherwise wait out its keep-alive timeout before letting go)."""
 
     def __init__(
-        self, inner: trio.SocketStream, limiter: trio.CapacityLimiter, token: object
+        self,
+        inner: trio.SocketStream,
+        limiter: trio.CapacityLimiter,
+        token: object,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         self.inner = inner
         self.socket = inner.socket
         self._limiter = limiter
         self._token: object | None = token
+        self._sending = trio.Lock()
+        self._send_timeout_s = send_timeout_s
+        self.on_stall: Callable[[], None] = lambda: None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
+        async with self._sending:
+            # Our own deadline: it applies inside Hypercorn's shielded scope.
+            with trio.move_on_after(self._send_timeout_s) as waited:
+                await self.inner.send_all(data)
+            if waited.cancelled_caught:
+                await trio.aclose_forcefully(self.inner)
+                self.on_stall()
+                raise trio.BrokenResourceError(
+                    f"the client took no answer for {self._send_timeout_s:g} s: closed"
+                )
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
@@ -89,7 +128,8 @@ class _SlotStream(trio.abc.HalfCloseableStream):
         return await self.inner.receive_some(max_bytes)
 
     async def send_eof(self) -> None:
-        await self.inner.send_eof()
+        async with self._sending:
+            await self.inner.send_eof()
 
     async def aclose(self) -> None:
         try:
@@ -123,6 +163,7 @@ async def serve_api(
     *,
     shutdown: trio.Event | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    send_timeout_s: float = SEND_TIMEOUT_S,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled, or until ``shutdown`` is set (then
@@ -131,13 +172,15 @@ async def serve_api(
     config = hypercorn_config()
     sock = _listening_socket(host, port)
     limiter = trio.CapacityLimiter(max_connections)
-    listener = CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), limiter)
+    listener = CappedListener(
+        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), limiter, send_timeout_s
+    )
     bound = sock.getsockname()[1]
     context = WorkerContext(None)
-    handler = partial(
+    connection_server = partial(
         TCPServer, wrap_app(cast(Framework, app), config.wsgi_max_body_size, "asgi"), config
     )
-    handler = partial(handler, context, ConnectionState({}))
+    handler = partial(_serve_connection, partial(connection_server, context, ConnectionState({})))
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(
@@ -158,6 +201,25 @@ async def serve_api(
         # Idle keep-alive connections close now; busy ones get the grace period.
         await context.terminated.set()
         connections.cancel_scope.deadline = trio.current_time() + GRACEFUL_S
+
+
+async def _serve_connection(
+    connection_server: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream
+) -> None:
+    """One connection, whose failure ends that connection only: an error escaping a
+    connection's handler would otherwise end the listener's nursery, and with it the
+    API (and the daemon) for every caller. However it ends, its stream is closed here,
+    which gives its slot back."""
+    with trio.CancelScope() as connection:
+        if isinstance(stream, _SlotStream):
+            stream.on_stall = connection.cancel
+        try:
+            await connection_server(stream)
+        except Exception:
+            log.exception("a local API connection failed; it is closed, the API serves on")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
