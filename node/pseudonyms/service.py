@@ -33,7 +33,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import trio
 
@@ -45,6 +44,14 @@ from node.identifiers.group import InvalidPoint
 from node.identifiers.pseudonym import EntityRef
 from node.ledger.cases import CaseRegistry
 from node.ledger.store import LedgerStore
+from node.pseudonyms.offload import (
+    blind,
+    input_points,
+    join,
+    maybe_threaded,
+    threaded,
+    threaded_pairs,
+)
 from node.pseudonyms.policy import Decision, charge, judge_case
 from node.pseudonyms.store import CachedPseudonym, EvaluationRecord, PseudonymStore
 from node.refusals import Forbidden, Invalid, Unavailable
@@ -52,7 +59,6 @@ from node.setup.genesis import Genesis
 from node.setup.shares import PseudonymShare
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 INBOX_FRAMES = 256
 RETENTION_CHECK_S = 3600.0
@@ -60,10 +66,6 @@ TIMEOUT_S = 5.0
 CASE_WAIT_S = 3.0
 # A member that failed us (silent, busy, a wrong proof) is asked again after this long.
 COOLDOWN_S = 30.0
-# Below this many points the arithmetic runs on the event loop (a few hundred us);
-# above, in worker threads, split so both cores take part.
-INLINE_POINTS = 16
-THREAD_CHUNKS = 2
 # Evaluations answered at once; more wait in the inbox.
 MAX_ANSWERING = 8
 POLICY_OUTCOMES = frozenset({"over_quota", "no_case", "not_your_case", "case_inactive"})
@@ -137,30 +139,6 @@ def context_of(chain_id: str, request: EvalRequest, requester: int, evaluator: i
         evaluator.to_bytes(1, "big"),
     ]
     return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
-
-
-def _chunks(items: Sequence[bytes], parts: int) -> list[Sequence[bytes]]:
-    size = max(1, math.ceil(len(items) / parts))
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-async def _threaded(
-    fn: Callable[[Sequence[bytes]], list[bytes]], items: Sequence[bytes]
-) -> list[bytes]:
-    """``fn`` over ``items``, on the loop when few, else in worker threads (libsodium
-    releases the GIL) whose results are joined in order."""
-    if len(items) <= INLINE_POINTS:
-        return fn(items)
-    chunks = _chunks(items, THREAD_CHUNKS)
-    results: list[list[bytes]] = [[] for _ in chunks]
-
-    async def run(i: int) -> None:
-        results[i] = await trio.to_thread.run_sync(fn, chunks[i])
-
-    async with trio.open_nursery() as nursery:
-        for i in range(len(chunks)):
-            nursery.start_soon(run, i)
-    return [x for part in results for x in part]
 
 
 class PseudonymService:
@@ -246,8 +224,8 @@ class PseudonymService:
         ):
             raise Invalid("bad_purpose", "a query names its case, a report none")
         started = time.perf_counter()
-        keys = await _maybe_threaded(len(items), self.store.cache_keys, items)
-        cached = await _maybe_threaded(len(items), self.store.cached, keys)
+        keys = await maybe_threaded(len(items), self.store.cache_keys, items)
+        cached = await maybe_threaded(len(items), self.store.cached, keys)
         missing = [i for i, c in enumerate(cached) if c is None]
         self.stats.cache_hits += len(items) - len(missing)
         self.stats.cache_misses += len(missing)
@@ -264,7 +242,7 @@ class PseudonymService:
                 pseudonyms[i] = found[items[i]]
                 entries.append((keys[i], CachedPseudonym(found[items[i]], evaluation, now)))
             # The cache is not synced: a small write is cheaper here than a thread trip.
-            await _maybe_threaded(len(entries), self.store.remember, entries)
+            await maybe_threaded(len(entries), self.store.remember, entries)
         else:
             first = cached[0]
             assert first is not None
@@ -286,8 +264,8 @@ class PseudonymService:
             )
         share = self.share
 
-        inputs = await _threaded(_input_points, [_join(t, v) for t, v in items])
-        blinded, scalars = await _blind(inputs)
+        inputs = await threaded(input_points, [join(t, v) for t, v in items])
+        blinded, scalars = await blind(inputs)
         # Each failed round adds its failed members, so this ends: in a result, or
         # when too few members are left to ask.
         failed: set[int] = set()
@@ -308,7 +286,7 @@ class PseudonymService:
                 continue
             self.stats.asked["ok"] += 1
             break
-        unblinded = await _threaded_pairs(oprf.unblind_many, scalars, combined)
+        unblinded = await threaded_pairs(oprf.unblind_many, scalars, combined)
         pseudonyms = [oprf.finalize(t, v, u) for (t, v), u in zip(items, unblinded, strict=True)]
         return pseudonyms, request_id
 
@@ -351,7 +329,7 @@ class PseudonymService:
             for request in requests:
                 for member in others:
                     self.runtime.transport.send_nowait(member, request)
-            own = await _threaded(
+            own = await threaded(
                 lambda chunk: list(
                     oprf.evaluate_unproven(share.secret, self.index, indices, chunk)
                 ),
@@ -398,11 +376,7 @@ class PseudonymService:
             for member in bad:
                 self._failed_at[member] = now
             raise _Retry(bad)
-        combined = (
-            oprf.combine(parts)
-            if len(blinded) <= INLINE_POINTS
-            else (await trio.to_thread.run_sync(oprf.combine, parts))
-        )
+        combined = await maybe_threaded(len(blinded), oprf.combine, parts)
         return combined, requests[0].request_id
 
     async def _check(
@@ -431,7 +405,7 @@ class PseudonymService:
         evaluation = oprf.Evaluation(reply.points, oprf.Proof(reply.challenge, reply.response))
         context = context_of(self.genesis.chain_id, request, self.index, member + 1)
         public = self.genesis.pseudonyms.public_shares[member]
-        valid = await _maybe_threaded(
+        valid = await maybe_threaded(
             len(request.points),
             oprf.verify,
             public,
@@ -534,7 +508,7 @@ class PseudonymService:
         context = context_of(self.genesis.chain_id, request, src + 1, self.index)
         share = self.share
         try:
-            evaluation = await _maybe_threaded(
+            evaluation = await maybe_threaded(
                 len(request.points),
                 oprf.evaluate,
                 share.secret,
@@ -560,61 +534,3 @@ class PseudonymService:
             evaluation.proof.response,
         )
         self.runtime.transport.send_nowait(src, reply)
-
-
-async def _maybe_threaded(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` here for a few points (a fraction of a millisecond, less than the
-    trip to a worker thread and back), in a worker thread for more."""
-    if size <= INLINE_POINTS:
-        return fn(*args)
-    return await trio.to_thread.run_sync(fn, *args)
-
-
-def _join(entity_type: str, value: str) -> bytes:
-    return entity_type.encode() + b"\0" + value.encode()
-
-
-def _input_points(joined: Sequence[bytes]) -> list[bytes]:
-    out = []
-    for data in joined:
-        entity_type, _, value = data.partition(b"\0")
-        out.append(oprf.input_point(entity_type.decode(), value.decode()))
-    return out
-
-
-async def _blind(points: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Each point blinded with its own fresh scalar: (blinded points, scalars)."""
-    if len(points) <= INLINE_POINTS:
-        return oprf.blind_many(points)
-    parts = _chunks(points, THREAD_CHUNKS)
-    results: list[tuple[list[bytes], list[bytes]]] = [([], []) for _ in parts]
-
-    async def run(i: int) -> None:
-        results[i] = await trio.to_thread.run_sync(oprf.blind_many, parts[i])
-
-    async with trio.open_nursery() as nursery:
-        for i in range(len(parts)):
-            nursery.start_soon(run, i)
-    return [b for r in results for b in r[0]], [x for r in results for x in r[1]]
-
-
-async def _threaded_pairs(
-    fn: Callable[[Sequence[bytes], Sequence[bytes]], list[bytes]],
-    left: Sequence[bytes],
-    right: Sequence[bytes],
-) -> list[bytes]:
-    if len(left) <= INLINE_POINTS:
-        return fn(left, right)
-    size = max(1, math.ceil(len(left) / THREAD_CHUNKS))
-    bounds = list(range(0, len(left), size))
-    results: list[list[bytes]] = [[] for _ in bounds]
-
-    async def run(i: int, start: int) -> None:
-        results[i] = await trio.to_thread.run_sync(
-            fn, left[start : start + size], right[start : start + size]
-        )
-
-    async with trio.open_nursery() as nursery:
-        for i, start in enumerate(bounds):
-            nursery.start_soon(run, i, start)
-    return [x for part in results for x in part]
