@@ -301,7 +301,9 @@ async def test_a_wrong_identifier_from_a_hostile_member_is_caught(tmp_path: Path
         assert answer.outcome == "wrong_identifier"
         assert answer.identifier is None
         assert net.name(HOSTILE) in answer.reason
-        assert police.stats.received == {"wrong_identifier": 1}
+        # Counted on the loop once the record's write (in a worker thread) has returned,
+        # so just after the record shows complete.
+        await until(lambda: police.stats.received == {"wrong_identifier": 1})
 
 
 async def test_keeping_needs_own_report_and_a_matching_identifier(tmp_path: Path) -> None:

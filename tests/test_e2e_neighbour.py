@@ -86,7 +86,9 @@ def test_large_bodies_at_once_share_one_budget_and_memory_comes_back(
         )
     # Each body parses and each of its transactions is refused (422), or the body is
     # refused for the budget (503): nothing else, and never all of them let in at once.
-    assert set(statuses) <= {422, 503}, statuses
+    # A body read in may also meet the admission bound (429: its thousand transactions
+    # count as pending while another body's are checked, as on a busy machine).
+    assert set(statuses) <= {422, 429, 503}, statuses
     assert statuses.count(503) >= 4, statuses
     time.sleep(2)
     # Before the budget: 750 MiB for eight bodies, 430 MiB of it kept afterwards.
