@@ -10,9 +10,7 @@ this program might change.
 from __future__ import annotations
 
 import datetime
-import difflib
 import ipaddress
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +31,17 @@ from node.setup.genesis_pseudonyms import TRANSCRIPT_SIZE as TRANSCRIPT_SIZE
 from node.setup.genesis_pseudonyms import GenesisPseudonyms as GenesisPseudonyms
 from node.setup.genesis_pseudonyms import PseudonymParameters as PseudonymParameters
 from node.setup.genesis_pseudonyms import default_threshold as default_threshold
-from node.setup.keys import atomic_write, reject_duplicate_keys
+from node.setup.keys import atomic_write
+from node.setup.strict_json import (
+    array,
+    dumps,
+    hex_bytes,
+    integer,
+    json_type,
+    object_fields,
+    read_json,
+    string,
+)
 
 INSTITUTIONS = ("police", "bank", "telecom", "utility", "other")
 ROLES = ("reporter", "investigator", "approver", "auditor")
@@ -42,7 +50,6 @@ _CHAIN_ID_RE = re.compile(r"[a-z0-9-]{1,64}")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 NAME_HELP = "1 to 64 characters of [a-z0-9._-] starting with a letter or digit"
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-_MAX_FILE_BYTES = 4 * 1024 * 1024
 
 README_CEREMONY = 'README, "A consortium across machines"'
 OLD_SHARED_KEY = (
@@ -338,71 +345,21 @@ _PARAMETER_FIELDS = ("scheme", "threshold", "report_quota_per_day", "query_quota
 _PSEUDONYM_FIELDS = (*_PARAMETER_FIELDS, "public_key", "public_shares", "dealers", "transcript")
 
 
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number")
-
-
-def _object(value: object, fields: Sequence[str], path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise GenesisError(f"expected an object, got {_json_type(value)}", path)
-    prefix = f"{path}." if path else ""
-    for name in fields:
-        if name not in value:
-            raise GenesisError("missing", prefix + name)
-    for name in value:
-        if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise GenesisError(f"unknown field{hint}", prefix + name)
-    return value
-
-
-def _string(value: object, path: str) -> str:
-    if not isinstance(value, str):
-        raise GenesisError(f"expected a string, got {_json_type(value)}", path)
-    return value
-
-
-def _integer(value: object, path: str) -> int:
-    if type(value) is not int:
-        raise GenesisError(f"expected an integer, got {_json_type(value)}", path)
-    return value
-
-
-def _hex(value: object, size: int, path: str) -> bytes:
-    text = _string(value, path)
-    if len(text) != 2 * size:
-        raise GenesisError(f"expected {2 * size} hex characters, got {len(text)}", path)
-    # bytes.fromhex would accept spaces; a genesis value has exactly one spelling.
-    if not text.isascii() or not all(c in "0123456789abcdefABCDEF" for c in text):
-        raise GenesisError(f"expected {2 * size} hex characters, got {text!r}", path)
-    return bytes.fromhex(text)
-
-
 def _public_key(value: object, path: str) -> bytes:
-    return _hex(value, PUBLIC_KEY_SIZE, path)
-
-
-def _array(value: object, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise GenesisError(f"expected an array, got {_json_type(value)}", path)
-    return value
+    return hex_bytes(value, PUBLIC_KEY_SIZE, path)
 
 
 def parse_member(doc: object, path: str = "") -> Member:
-    obj = _object(doc, _MEMBER_FIELDS, path)
+    obj = object_fields(doc, _MEMBER_FIELDS, path)
     prefix = f"{path}." if path else ""
     roles = obj["roles"]
     if not isinstance(roles, list):
-        raise GenesisError(f"expected an array, got {_json_type(roles)}", prefix + "roles")
-    name = _string(obj["name"], prefix + "name")
-    institution = _string(obj["institution"], prefix + "institution")
-    role_names = tuple(_string(r, f"{prefix}roles[{i}]") for i, r in enumerate(roles))
+        raise GenesisError(f"expected an array, got {json_type(roles)}", prefix + "roles")
+    name = string(obj["name"], prefix + "name")
+    institution = string(obj["institution"], prefix + "institution")
+    role_names = tuple(string(r, f"{prefix}roles[{i}]") for i, r in enumerate(roles))
     public_key = _public_key(obj["public_key"], prefix + "public_key")
-    address = _string(obj["address"], prefix + "address")
+    address = string(obj["address"], prefix + "address")
     try:
         return Member(name, institution, role_names, public_key, address)
     except GenesisError as exc:
@@ -410,8 +367,8 @@ def parse_member(doc: object, path: str = "") -> Member:
 
 
 def parse_consensus(doc: object, path: str = "consensus") -> GenesisConsensus:
-    obj = _object(doc, _CONSENSUS_FIELDS, path)
-    values = {name: _integer(obj[name], f"{path}.{name}") for name in _CONSENSUS_FIELDS}
+    obj = object_fields(doc, _CONSENSUS_FIELDS, path)
+    values = {name: integer(obj[name], f"{path}.{name}") for name in _CONSENSUS_FIELDS}
     try:
         return GenesisConsensus(**values)
     except GenesisError as exc:
@@ -419,15 +376,15 @@ def parse_consensus(doc: object, path: str = "consensus") -> GenesisConsensus:
 
 
 def parse_parameters(doc: object, path: str = "pseudonyms") -> PseudonymParameters:
-    obj = _object(doc, _PARAMETER_FIELDS, path)
+    obj = object_fields(doc, _PARAMETER_FIELDS, path)
     try:
         return PseudonymParameters(
-            scheme=_string(obj["scheme"], f"{path}.scheme"),
-            threshold=_integer(obj["threshold"], f"{path}.threshold"),
-            report_quota_per_day=_integer(
+            scheme=string(obj["scheme"], f"{path}.scheme"),
+            threshold=integer(obj["threshold"], f"{path}.threshold"),
+            report_quota_per_day=integer(
                 obj["report_quota_per_day"], f"{path}.report_quota_per_day"
             ),
-            query_quota_per_case_per_day=_integer(
+            query_quota_per_case_per_day=integer(
                 obj["query_quota_per_case_per_day"], f"{path}.query_quota_per_case_per_day"
             ),
         )
@@ -436,19 +393,19 @@ def parse_parameters(doc: object, path: str = "pseudonyms") -> PseudonymParamete
 
 
 def parse_pseudonyms(doc: object, path: str = "pseudonyms") -> GenesisPseudonyms:
-    obj = _object(doc, _PSEUDONYM_FIELDS, path)
+    obj = object_fields(doc, _PSEUDONYM_FIELDS, path)
     params = parse_parameters({k: obj[k] for k in _PARAMETER_FIELDS}, path)
-    shares = _array(obj["public_shares"], f"{path}.public_shares")
-    dealers = _array(obj["dealers"], f"{path}.dealers")
+    shares = array(obj["public_shares"], f"{path}.public_shares")
+    dealers = array(obj["dealers"], f"{path}.dealers")
     try:
         return GenesisPseudonyms(
             threshold=params.threshold,
-            public_key=_hex(obj["public_key"], POINT_SIZE, f"{path}.public_key"),
+            public_key=hex_bytes(obj["public_key"], POINT_SIZE, f"{path}.public_key"),
             public_shares=tuple(
-                _hex(v, POINT_SIZE, f"{path}.public_shares[{i}]") for i, v in enumerate(shares)
+                hex_bytes(v, POINT_SIZE, f"{path}.public_shares[{i}]") for i, v in enumerate(shares)
             ),
-            dealers=tuple(_string(v, f"{path}.dealers[{i}]") for i, v in enumerate(dealers)),
-            transcript=_hex(obj["transcript"], TRANSCRIPT_SIZE, f"{path}.transcript"),
+            dealers=tuple(string(v, f"{path}.dealers[{i}]") for i, v in enumerate(dealers)),
+            transcript=hex_bytes(obj["transcript"], TRANSCRIPT_SIZE, f"{path}.transcript"),
             report_quota_per_day=params.report_quota_per_day,
             query_quota_per_case_per_day=params.query_quota_per_case_per_day,
             scheme=params.scheme,
@@ -458,13 +415,13 @@ def parse_pseudonyms(doc: object, path: str = "pseudonyms") -> GenesisPseudonyms
 
 
 def _parse_common(obj: dict[str, Any]) -> dict[str, Any]:
-    members_doc = _array(obj["members"], "members")
+    members_doc = array(obj["members"], "members")
     return {
-        "chain_id": _string(obj["chain_id"], "chain_id"),
-        "genesis_time": _string(obj["genesis_time"], "genesis_time"),
+        "chain_id": string(obj["chain_id"], "chain_id"),
+        "genesis_time": string(obj["genesis_time"], "genesis_time"),
         "members": tuple(parse_member(m, f"members[{i}]") for i, m in enumerate(members_doc)),
         "consensus": parse_consensus(obj["consensus"]),
-        "case_approvals": _integer(obj["case_approvals"], "case_approvals"),
+        "case_approvals": integer(obj["case_approvals"], "case_approvals"),
     }
 
 
@@ -475,7 +432,7 @@ def parse_genesis(doc: object) -> Genesis:
             raise GenesisError(DRAFT_NOT_FINISHED)
         if "pseudonyms" not in doc:
             raise GenesisError(OLD_SHARED_KEY, "pseudonyms")
-    obj = _object(doc, _GENESIS_FIELDS, "")
+    obj = object_fields(doc, _GENESIS_FIELDS, "")
     common = _parse_common(obj)
     return Genesis(**common, pseudonyms=parse_pseudonyms(obj["pseudonyms"]))
 
@@ -486,7 +443,7 @@ def parse_draft(doc: object) -> GenesisDraft:
         if "pseudonyms" in doc and "draft" not in doc:
             raise GenesisError("this is a finished genesis, not a draft", "draft")
         raise GenesisError(f"expected true, got {doc.get('draft')!r}", "draft")
-    obj = _object(doc, _DRAFT_FIELDS, "")
+    obj = object_fields(doc, _DRAFT_FIELDS, "")
     common = _parse_common(obj)
     return GenesisDraft(**common, pseudonyms=parse_parameters(obj["pseudonyms"]))
 
@@ -537,39 +494,9 @@ def draft_to_dict(draft: GenesisDraft) -> dict[str, Any]:
     )
 
 
-def _dumps(doc: dict[str, Any]) -> bytes:
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise GenesisError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise GenesisError(f"{path}: larger than {_MAX_FILE_BYTES} bytes")
-    try:
-        return json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=reject_duplicate_keys,
-            parse_constant=_reject_constant,
-        )
-    except json.JSONDecodeError as exc:
-        raise GenesisError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise GenesisError(f"{path}: invalid JSON: {exc}") from None
-
-
 def load_genesis(path: Path | str) -> Genesis:
     path = Path(path)
-    doc = _read_json(path)
+    doc = read_json(path)
     try:
         return parse_genesis(doc)
     except GenesisError as exc:
@@ -577,12 +504,12 @@ def load_genesis(path: Path | str) -> Genesis:
 
 
 def save_genesis(path: Path | str, genesis: Genesis) -> None:
-    atomic_write(path, _dumps(genesis_to_dict(genesis)), 0o644)
+    atomic_write(path, dumps(genesis_to_dict(genesis)), 0o644)
 
 
 def load_draft(path: Path | str) -> GenesisDraft:
     path = Path(path)
-    doc = _read_json(path)
+    doc = read_json(path)
     try:
         return parse_draft(doc)
     except GenesisError as exc:
@@ -590,12 +517,12 @@ def load_draft(path: Path | str) -> GenesisDraft:
 
 
 def save_draft(path: Path | str, draft: GenesisDraft) -> None:
-    atomic_write(path, _dumps(draft_to_dict(draft)), 0o644)
+    atomic_write(path, dumps(draft_to_dict(draft)), 0o644)
 
 
 def load_descriptor(path: Path | str) -> MemberDescriptor:
     path = Path(path)
-    doc = _read_json(path)
+    doc = read_json(path)
     try:
         return parse_member(doc)
     except GenesisError as exc:
@@ -603,7 +530,7 @@ def load_descriptor(path: Path | str) -> MemberDescriptor:
 
 
 def save_descriptor(path: Path | str, descriptor: MemberDescriptor) -> None:
-    atomic_write(path, _dumps(member_to_dict(descriptor)), 0o644)
+    atomic_write(path, dumps(member_to_dict(descriptor)), 0o644)
 
 
 def assemble_draft(
