@@ -224,3 +224,74 @@ async def test_a_client_that_never_reads_its_answer_gives_its_slot_back() -> Non
     assert served.startswith(b"HTTP/1.1 200")
     # Not Hypercorn's keep-alive timeout (5 s) later: the stalled connection's tasks end.
     assert 0.4 < waited < 4, waited
+
+
+@pytest.mark.timeout(90)
+async def test_a_keep_alive_connection_serves_on_after_a_request_longer_than_ten_seconds() -> None:
+    """Hypercorn's read deadline (10 s, once set here) ran while a request was answered:
+    the next request on the same connection was never read, and its caller got a reset
+    after the keep-alive timeout (``POST /txs?wait=true`` with a long wait did this)."""
+
+    async def slow(request: Request) -> Response:
+        await request.body()
+        await trio.sleep(float(request.query_params["s"]))
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/slow", slow, methods=["POST"])])
+    shutdown = trio.Event()
+    answers: list[bytes] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve_api, app, "127.0.0.1", 0, shutdown=shutdown))
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                for wait_s in (11, 0):
+                    await stream.send_all(
+                        f"POST /slow?s={wait_s} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode()
+                    )
+                    received = b""
+                    with trio.move_on_after(20):
+                        while not received.endswith(b'{"ok":true}'):
+                            chunk = await stream.receive_some(4096)
+                            if not chunk:
+                                break
+                            received += chunk
+                    answers.append(received)
+            shutdown.set()
+    assert [a.split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 "] * 2
+
+
+async def test_a_silent_connection_and_a_trickled_head_are_closed_within_the_keep_alive() -> None:
+    """With no read deadline, what ends a caller that sends no request: Hypercorn's
+    keep-alive timeout (5 s), which runs until a whole head has arrived."""
+    app = Starlette(routes=[Route("/", hello)])
+    shutdown = trio.Event()
+    closed_after: dict[str, float] = {}
+
+    async def caller(name: str, port: int, first: bytes, trickle: bool) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            started = trio.current_time()
+            await stream.send_all(first)
+            try:
+                while True:
+                    if trickle:
+                        await stream.send_all(b"a")
+                    with trio.move_on_after(0.5):
+                        if await stream.receive_some(100) == b"":
+                            break
+            except trio.BrokenResourceError:
+                pass
+            closed_after[name] = trio.current_time() - started
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve_api, app, "127.0.0.1", 0, shutdown=shutdown))
+            head = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Slow: ".encode()
+            async with trio.open_nursery() as callers:
+                callers.start_soon(caller, "silent", port, b"", False)
+                callers.start_soon(caller, "trickled head", port, head, True)
+            shutdown.set()
+    assert set(closed_after) == {"silent", "trickled head"}
+    assert all(4 < s < 8 for s in closed_after.values()), closed_after

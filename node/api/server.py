@@ -6,9 +6,12 @@ that opens thousands (each trickling a body) takes the process's file descriptor
 and with them the peers' sockets and the store's files. Here the accept loop takes a
 slot before it accepts: past the cap, new connections wait in the kernel's backlog
 (costing this process nothing) until a slot frees. What frees slots: a request head
-must arrive within Hypercorn's ``keep_alive_timeout`` of the connection going idle, a
-read may wait at most ``read_timeout``, a write ``SEND_TIMEOUT_S``, and a body has the
-guard's deadline (``node.api.guard``).
+must arrive within Hypercorn's ``keep_alive_timeout`` of the connection going idle
+(whole: a head that trickles in is still idle), a body has the guard's deadline
+(``node.api.guard``), and a write ``SEND_TIMEOUT_S``. Hypercorn's ``read_timeout`` is
+off: it ran while a request was being answered, so a keep-alive connection whose
+request took longer (``POST /txs?wait=true``) stopped reading and its next request
+was never answered.
 
 This reuses Hypercorn's per-connection server (``TCPServer``) and worker context
 directly, the parts its own ``worker_serve`` composes; the version range in
@@ -39,8 +42,6 @@ server_log.setLevel(logging.WARNING)
 # How long open requests may finish after the API is asked to stop.
 GRACEFUL_S = 2.0
 DEFAULT_MAX_CONNECTIONS = 256
-# A read that brings nothing for this long ends the connection.
-READ_TIMEOUT_S = 10
 # A write the client does not take within this long ends the connection (Hypercorn
 # shields its writes from cancellation, so without this a client that asks for an
 # answer and never reads it would hold its connection slot for good).
@@ -152,7 +153,7 @@ def hypercorn_config() -> HypercornConfig:
     config.errorlog = server_log
     config.graceful_timeout = GRACEFUL_S
     config.include_server_header = False
-    config.read_timeout = READ_TIMEOUT_S
+    config.read_timeout = None  # see the module's notes: the deadlines above cover reads
     return config
 
 

@@ -31,10 +31,9 @@ from node.ops.bench_report import PhaseResult
 from node.ops.proc_stats import cpu_seconds, peak_rss_mib, reset_peak_rss
 
 Due = tuple[list[bytes], float]  # a batch and when it was due
-# Each request's ``?wait=true&timeout=``. Below the 10 s the API lets a connection send
-# nothing (Hypercorn's read_timeout, node.api.server) before closing it: a longer wait
-# loses the answer with the connection, so what is still pending is answered 202 here
-# and counted as accepted, not committed within the wait.
+# Each request's ``?wait=true&timeout=``: what is still pending after it is answered
+# 202 and counted as accepted, not committed within the wait. (Chosen below 10 s when
+# the API's read deadline ran during an answer and dropped a longer one's connection.)
 WAIT_S = 8
 MAX_LANES_PER_MEMBER = 200  # requests in flight per member in rate and overload
 
