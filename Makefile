@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo stop test bench clean
+.PHONY: demo stop test bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pseudonym_bench.py
 	$(BIN)/python -m pip install --quiet --group bench
 	$(BIN)/python benchmarks/psi_bench.py
+
+# The console's screenshots in the README (docs/console-*.png), from its browser tests.
+screenshots: $(STAMP)
+	CROSSTRACE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_console.py
 
 stop:
 	$(BIN)/crosstrace cluster down consortium

@@ -8,7 +8,9 @@ consoles, the investigator traces the caller, draws the link graph three steps o
 finds both mule accounts, expands a node, asks who is behind a mule account; the audit
 record shows on another member's console; a wrong token and a role without the right
 read the API's refusal. Every request each page makes goes to its own node and nowhere
-else. The run writes the screenshots shown in the README (``docs/console-*.png``).
+else. The run takes the screenshots shown in the README; it writes them only when asked
+(``make screenshots``, which sets ``CROSSTRACE_SCREENSHOTS=docs``), so a test run
+leaves the clone as it was.
 
 Without Chromium (``/usr/bin/chromium``) or Playwright the tests skip, loudly: a skip
 reason and a warning line in the terminal summary (``conftest.py``).
@@ -16,6 +18,7 @@ reason and a warning line in the terminal summary (``conftest.py``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,9 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Where the screenshots go, when asked (relative to the repository's root).
+SHOTS = os.environ.get("CROSSTRACE_SCREENSHOTS", "")
+ROOT = Path(__file__).resolve().parent.parent
 CASE = "CONSOLE-2026-001"
 ENTITY = f"{CALLER[0]}:{CALLER[1]}"
 TIMEOUT_MS = 15_000
@@ -165,8 +170,12 @@ def case_row(page: Page) -> list[str]:
 
 
 def shot(page: Page, name: str) -> None:
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / name), full_page=False)
+    png = page.screenshot(full_page=False)
+    assert png.startswith(b"\x89PNG"), name
+    if SHOTS:
+        folder = ROOT / SHOTS
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_bytes(png)
 
 
 @pytest.mark.timeout(90)
