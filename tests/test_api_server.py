@@ -295,3 +295,27 @@ async def test_a_silent_connection_and_a_trickled_head_are_closed_within_the_kee
             shutdown.set()
     assert set(closed_after) == {"silent", "trickled head"}
     assert all(4 < s < 8 for s in closed_after.values()), closed_after
+
+
+async def test_a_stalled_connection_that_also_fails_ends_alone() -> None:
+    """The stall's cancellation and another error at once: what escapes is only the
+    error, which the connection's handler takes."""
+    stream, peer, limiter = slot_stream_pair()
+
+    async def connection_server(stream: trio.abc.Stream) -> None:
+        assert isinstance(stream, _SlotStream)
+        stream.on_stall()  # as a write past its deadline does
+
+        async def fail_after_a_step() -> None:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.01)
+            raise RuntimeError("and then this")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            nursery.start_soon(fail_after_a_step)
+
+    with trio.fail_after(10):
+        await server_module._serve_connection(connection_server, stream)
+    assert limiter.borrowed_tokens == 0  # closed, its slot given back
+    await peer.aclose()

@@ -211,16 +211,18 @@ async def _serve_connection(
     connection's handler would otherwise end the listener's nursery, and with it the
     API (and the daemon) for every caller. However it ends, its stream is closed here,
     which gives its slot back."""
-    with trio.CancelScope() as connection:
-        if isinstance(stream, _SlotStream):
-            stream.on_stall = connection.cancel
-        try:
+    try:
+        # Outside it, the scope's own cancellation (a stall) is already taken out of
+        # whatever else the connection raised.
+        with trio.CancelScope() as connection:
+            if isinstance(stream, _SlotStream):
+                stream.on_stall = connection.cancel
             await connection_server(stream)
-        except Exception:
-            log.exception("a local API connection failed; it is closed, the API serves on")
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+    except Exception:
+        log.exception("a local API connection failed; it is closed, the API serves on")
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
