@@ -86,6 +86,11 @@ class RequestTimer:
         # (newest arrival number among the requests a block committed, when): rising in
         # both; a pending request was passed over at the first mark newer than it.
         self.passed_over: deque[tuple[int, int]] = deque()
+        # Why the primary was last suspected, for the host's log.
+        self.suspicion = ""
+        # The longest a request waited here after a later one committed, seen when a
+        # block executed: how close an honest but busy primary came to the grace.
+        self.longest_passed_over_ms = 0
 
     def arm(self, view_active: bool, now_ms: int) -> None:
         """Run the timer while a request waits, for the oldest one; stop it when none
@@ -111,6 +116,9 @@ class RequestTimer:
         self.progress_at = now_ms
         if self.target is None or newest_arrival is None:
             return  # nothing waits (or not in an active view): nothing was passed over
+        if self.passed_over:
+            waited = now_ms - self.passed_over[0][1]
+            self.longest_passed_over_ms = max(self.longest_passed_over_ms, waited)
         if not self.passed_over or newest_arrival > self.passed_over[-1][0]:
             self.passed_over.append((newest_arrival, now_ms))
 
@@ -142,6 +150,7 @@ class RequestTimer:
             # No block for a whole timeout while it waited, or requests received after
             # it committed a whole timeout ago while it did not: the primary is silent,
             # cut off, equivocating, or censoring.
+            self.suspicion = self._why(now_ms)
             self.target = None
             return True
         # Blocks commit and nothing was passed over for long: slow, not faulty.
@@ -155,6 +164,16 @@ class RequestTimer:
             grace = self._params.censorship_grace_timeouts * timeout
             deadline = min(deadline, self.passed_over[0][1] + grace)
         return deadline
+
+    def _why(self, now_ms: int) -> str:
+        timeout = self._timeout_ms()
+        if now_ms >= self.progress_at + timeout:
+            return f"no block executed for {now_ms - self.progress_at} ms while a request waited"
+        passed_at = self.passed_over[0][1]
+        return (
+            f"a request waited {now_ms - passed_at} ms after a later one committed "
+            f"(grace {self._params.censorship_grace_timeouts} x {timeout} ms)"
+        )
 
     def _set(self, now_ms: int) -> None:
         self._outbox.set_timer(Timer.REQUEST, max(1, self._deadline() - now_ms))

@@ -38,6 +38,7 @@ NODE_FAMILIES = {
     "crosstrace_view_active": "gauge",
     "crosstrace_view_changes": "counter",
     "crosstrace_stable_checkpoint": "gauge",
+    "crosstrace_passed_over_longest_seconds": "gauge",
     "crosstrace_blocks_committed": "counter",
     "crosstrace_txs_committed": "counter",
     "crosstrace_equivocations": "counter",

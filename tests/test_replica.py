@@ -126,6 +126,8 @@ def test_silent_primary_is_replaced_and_the_request_commits() -> None:
         h.fire(i, Timer.REQUEST)
     h.deliver()
     assert [r.view for r in h.replicas[1:]] == [1, 1, 1]
+    # The host logs why: lack of progress, not censorship.
+    assert h.replicas[1].request_timer.suspicion.startswith("no block executed for ")
     h.fire(1, Timer.BATCH)
     h.deliver()
     assert h.heights()[1:] == [1, 1, 1]
@@ -155,6 +157,12 @@ def test_censoring_primary_is_replaced_even_while_it_commits_other_requests() ->
         h.deliver()
     assert h.now == passed_over_at + PARAMS.censorship_grace_timeouts * PARAMS.view_timeout_ms
     assert all(r.view == 1 for r in h.replicas[1:])
+    # The host logs why, and the metric shows how long the request had been passed over
+    # when the last block before the suspicion executed.
+    timer = h.replicas[1].request_timer
+    assert "after a later one committed" in timer.suspicion
+    grace_ms = PARAMS.censorship_grace_timeouts * PARAMS.view_timeout_ms
+    assert 0 < timer.longest_passed_over_ms < grace_ms
     if Timer.BATCH in h.timers[1]:
         h.fire(1, Timer.BATCH)
     h.deliver()

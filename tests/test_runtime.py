@@ -290,3 +290,32 @@ async def test_stranded_mempool_entries_expire(tmp_path: Path) -> None:
                 await trio.sleep(0.05)
             await cluster.stop()
             nursery.cancel_scope.cancel()
+
+
+async def test_what_arrived_during_a_stall_is_seen_before_the_timers_then_due(
+    tmp_path: Path,
+) -> None:
+    """A node back from a long stall (a slow fsync) must see the votes that came
+    meanwhile before its REQUEST timer judges the primary: they carry the progress
+    that keeps it from suspecting an honest primary for its own stall. (A full run once
+    had two backups, two and one blocks behind, start a view change this way.)"""
+    from consensus.events import MessageArrived, Timer, TimerFired
+    from node.host.assemble import build_runtime, open_store
+
+    cluster = make_cluster(tmp_path)
+    store = open_store(cluster.data_dir(0), cluster.genesis)
+    try:
+        runtime = build_runtime(
+            0, cluster.genesis, cluster.signers[0], store, cluster.hub.attach(0)
+        )
+        # Stand-ins for the votes: this step only orders events, it does not read them.
+        arrived = [MessageArrived(1, f"vote {i}") for i in range(3)]  # type: ignore[arg-type]
+        for event in arrived:
+            runtime._events_in.send_nowait(event)
+        runtime._timers[Timer.REQUEST] = trio.current_time() - 1.0  # overdue
+        with trio.fail_after(5):
+            events = await runtime._next_events()
+        assert events[:3] == arrived
+        assert events[3:] == [TimerFired(Timer.REQUEST)]
+    finally:
+        store.close()

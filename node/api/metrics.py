@@ -121,6 +121,13 @@ class NodeCollector(Collector):
                 "Height of the last stable checkpoint.",
                 replica.low_watermark,
             )
+            yield gauge(
+                "crosstrace_passed_over_longest_seconds",
+                "Longest a request waited here after a later one committed, since start: "
+                "how close the primaries came to being taken for censoring (at "
+                "censorship_grace_timeouts view timeouts).",
+                replica.request_timer.longest_passed_over_ms / 1000,
+            )
         yield counter(
             "crosstrace_blocks_committed_total",
             "Blocks committed since the node started.",

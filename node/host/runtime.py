@@ -553,25 +553,29 @@ class NodeRuntime:
             if self.replica.view != view_before:
                 log.warning(
                     "view change: view %d -> %d (primary of the new view: member %d) at "
-                    "height %d, %d requests pending",
+                    "height %d, %d requests pending; %s",
                     view_before,
                     self.replica.view,
                     self.replica.view % self.membership.n,
                     self.replica.executed,
                     len(self.replica.requests.pending),
+                    self.replica.request_timer.suspicion
+                    or "not suspected here: f + 1 others moved, or a view change timed out",
                 )
+                self.replica.request_timer.suspicion = ""
             self.stats.steps += len(events)
             self.stats.rounds += 1
             await self._carry_out(actions)
 
     async def _next_events(self) -> list[Event]:
-        due = self._due_timers()
-        if due:
-            return due
+        """What arrived, then the timers that are due: a replica back from a long stall
+        (a slow fsync here) first sees the votes that came meanwhile, so it does not take
+        its own stall for the primary's and suspect it (``consensus.liveness``)."""
         deadline = min(self._timers.values(), default=math.inf)
         events: list[Event] = []
-        with trio.move_on_at(deadline):
-            events.append(await self._events_out.receive())
+        if deadline > trio.current_time():
+            with trio.move_on_at(deadline):
+                events.append(await self._events_out.receive())
         while len(events) < MAX_EVENTS_PER_ROUND:
             try:
                 events.append(self._events_out.receive_nowait())
