@@ -95,10 +95,10 @@ def atomic_write(path: Path | str, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_directory(directory)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     # The rename is durable only once the directory entry is on disk.
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -158,6 +158,22 @@ def seal_secret(
     }
 
 
+def secret_entry(
+    name: str,
+    secret: bytes,
+    passphrase: str | None,
+    *,
+    opslimit: int = DEFAULT_OPSLIMIT,
+    memlimit: int = DEFAULT_MEMLIMIT,
+) -> dict[str, Any]:
+    """A secret's field in a private file: ``{name: hex}``, or under a passphrase
+    ``{"encrypted_" + name: sealed}`` (``seal_secret``)."""
+    if passphrase is None:
+        return {name: secret.hex()}
+    sealed = seal_secret(secret, passphrase, opslimit=opslimit, memlimit=memlimit)
+    return {f"encrypted_{name}": sealed}
+
+
 def encode_key_file(
     key: NodeKey,
     passphrase: str | None,
@@ -170,13 +186,8 @@ def encode_key_file(
         "version": KEY_FILE_VERSION,
         "type": KEY_TYPE,
         "public_key": key.public_key.hex(),
+        **secret_entry("seed", key.seed, passphrase, opslimit=opslimit, memlimit=memlimit),
     }
-    if passphrase is None:
-        doc["seed"] = key.seed.hex()
-    else:
-        doc["encrypted_seed"] = seal_secret(
-            key.seed, passphrase, opslimit=opslimit, memlimit=memlimit
-        )
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
@@ -279,7 +290,7 @@ def _check_keys(
         raise error(f"{where}: unknown field '{prefix}{unknown[0]}'")
 
 
-def _hex_field(
+def hex_field(
     where: str,
     doc: dict[str, Any],
     name: str,
@@ -336,9 +347,9 @@ def open_sealed(
         raise error(f"{where}: unsupported kdf {enc['kdf']!r}")
     if enc["cipher"] != CIPHER_NAME:
         raise error(f"{where}: unsupported cipher {enc['cipher']!r}")
-    salt = _hex_field(where, enc, "salt", argon2id.SALTBYTES, error)
-    nonce = _hex_field(where, enc, "nonce", nacl.secret.SecretBox.NONCE_SIZE, error)
-    ciphertext = _hex_field(where, enc, "ciphertext", size + nacl.secret.SecretBox.MACBYTES, error)
+    salt = hex_field(where, enc, "salt", argon2id.SALTBYTES, error)
+    nonce = hex_field(where, enc, "nonce", nacl.secret.SecretBox.NONCE_SIZE, error)
+    ciphertext = hex_field(where, enc, "ciphertext", size + nacl.secret.SecretBox.MACBYTES, error)
     opslimit = _int_field(where, enc, "opslimit", _OPSLIMIT_RANGE, error, prefix)
     memlimit = _int_field(where, enc, "memlimit", _MEMLIMIT_RANGE, error, prefix)
     box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
@@ -387,13 +398,13 @@ def load_key(path: Path | str, passphrase: str | None) -> NodeKey:
     """Read a key file; a passphrase given for an unencrypted file is ignored."""
     path = Path(path)
     doc = _read_document(path)
-    public_key = _hex_field(f"key file {path}", doc, "public_key", PUBLIC_KEY_SIZE)
+    public_key = hex_field(f"key file {path}", doc, "public_key", PUBLIC_KEY_SIZE)
     if "encrypted_seed" in doc:
         if passphrase is None:
             raise KeyFileError(f"key file {path} is encrypted; a passphrase is required")
         seed = _decrypt_seed(path, doc["encrypted_seed"], passphrase)
     else:
-        seed = _hex_field(f"key file {path}", doc, "seed", SEED_SIZE)
+        seed = hex_field(f"key file {path}", doc, "seed", SEED_SIZE)
     if Signer(seed).public_key != public_key:
         raise KeyFileError(f"key file {path}: public_key does not match the seed")
     return NodeKey(seed=seed, public_key=public_key)
@@ -402,4 +413,4 @@ def load_key(path: Path | str, passphrase: str | None) -> NodeKey:
 def read_public_key(path: Path | str) -> bytes:
     """The public key of a key file, without the passphrase (not checked against the seed)."""
     path = Path(path)
-    return _hex_field(f"key file {path}", _read_document(path), "public_key", PUBLIC_KEY_SIZE)
+    return hex_field(f"key file {path}", _read_document(path), "public_key", PUBLIC_KEY_SIZE)

@@ -25,10 +25,12 @@ from node.setup.genesis import Genesis
 from node.setup.keys import (
     DEFAULT_MEMLIMIT,
     DEFAULT_OPSLIMIT,
+    fsync_directory,
+    hex_field,
     open_sealed,
     read_private_file,
     reject_duplicate_keys,
-    seal_secret,
+    secret_entry,
 )
 
 SHARE_FILE_VERSION = 1
@@ -77,13 +79,8 @@ def encode_share_file(
         "type": SHARE_TYPE,
         "index": share.index,
         "genesis_hash": share.genesis_hash.hex(),
+        **secret_entry("secret", share.secret, passphrase, opslimit=opslimit, memlimit=memlimit),
     }
-    if passphrase is None:
-        doc["secret"] = share.secret.hex()
-    else:
-        doc["encrypted_secret"] = seal_secret(
-            share.secret, passphrase, opslimit=opslimit, memlimit=memlimit
-        )
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
@@ -116,31 +113,7 @@ def save_share(
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The new entry is durable only once the directory is on disk.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories
-    finally:
-        os.close(dir_fd)
-
-
-def _hex(where: str, doc: dict[str, Any], name: str, size: int) -> bytes:
-    value = doc[name]
-    if not isinstance(value, str) or len(value) != 2 * size:
-        raise PseudonymShareError(f"{where}: {name}: expected {2 * size} hex characters")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise PseudonymShareError(f"{where}: {name}: not valid hex") from None
+    fsync_directory(path.parent)
 
 
 def load_share(path: Path | str, passphrase: str | None) -> PseudonymShare:
@@ -185,12 +158,13 @@ def load_share(path: Path | str, passphrase: str | None) -> PseudonymShare:
             what=_WHAT,
         )
     else:
-        secret = _hex(where, doc, "secret", SCALAR_SIZE)
+        secret = hex_field(where, doc, "secret", SCALAR_SIZE, PseudonymShareError)
     index = doc["index"]
     if type(index) is not int:
         raise PseudonymShareError(f"{where}: index: expected an integer, got {index!r}")
+    genesis_hash = hex_field(where, doc, "genesis_hash", _HASH_SIZE, PseudonymShareError)
     try:
-        return PseudonymShare(index, secret, _hex(where, doc, "genesis_hash", _HASH_SIZE))
+        return PseudonymShare(index, secret, genesis_hash)
     except PseudonymShareError as exc:
         raise PseudonymShareError(f"{where}: {exc}") from None
 
