@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pytest
+from bad_points import IDENTITY, NON_CANONICAL, ORDER_TWO, mixed_order, off_curve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.bindings import (
-    crypto_core_ed25519_add,
-    crypto_core_ed25519_from_uniform,
     crypto_core_ed25519_sub,
 )
 
@@ -45,28 +44,6 @@ def sub_points(a: bytes, b: bytes) -> bytes:
 
 
 CONTEXT = b"request-1|purpose|requester|S"
-
-# Points libsodium must refuse, of every kind, built as tests/test_psi_protocol.py does:
-# the identity, a point of order 2, a non-canonical encoding (y = p), bytes that decode
-# to no point, and a point of mixed order (a valid point plus one of order 2).
-IDENTITY = bytes([1]) + bytes(31)
-ORDER_TWO = bytes([0xEC]) + bytes([0xFF]) * 30 + bytes([0x7F])
-NON_CANONICAL = bytes([0xED]) + bytes([0xFF]) * 30 + bytes([0x7F])
-
-
-def off_curve() -> bytes:
-    rng = random.Random(7)
-    while True:
-        candidate = rng.randbytes(32)
-        try:
-            crypto_core_ed25519_add(candidate, candidate)
-        except Exception:
-            return candidate
-
-
-def mixed_order() -> bytes:
-    valid = crypto_core_ed25519_from_uniform(bytes(32))
-    return bytes(crypto_core_ed25519_add(valid, ORDER_TWO))
 
 
 BAD_POINTS = [IDENTITY, ORDER_TWO, NON_CANONICAL, off_curve(), mixed_order(), b"\x05" * 31]
