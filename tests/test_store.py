@@ -24,7 +24,7 @@ from store_helpers import (
 
 from consensus.blocks import GENESIS_PARENT, Block, Certificate
 from consensus.codec import encode_value
-from node.ledger.env import DbSpec
+from node.ledger.env import DbSpec, decode_record
 from node.ledger.layout import CASE_POSTING, LOC, TIP, encode_block, height_key, tx_slice
 from node.ledger.store import (
     BlockIndex,
@@ -577,3 +577,20 @@ def test_verify_finds_a_tampered_index(ledger, db, make, height, reason) -> None
 def test_verify_of_a_missing_store(tmp_path: Path) -> None:
     report = verify_ledger(tmp_path / "nothing", MEMBERSHIP)
     assert report.fault is not None and "no ledger store" in report.fault.reason
+
+
+@given(st.binary(max_size=64))
+def test_a_damaged_record_in_a_side_store_is_refused_with_its_store_named(data: bytes) -> None:
+    """The pseudonym, disclosure and private stores read their records back with
+    ``decode_record``: bytes that are not the record are ``StoreCorruptError``, never a
+    crash deeper in; a record comes back equal."""
+    from node.pseudonyms.store import EvaluationRecord
+
+    record = EvaluationRecord(b"\1" * 16, "bank-1", "report", "", 3, "ok", 1_790_000_000_000)
+    assert decode_record(EvaluationRecord, encode_value(record), "the x store") == record
+    try:
+        decoded = decode_record(EvaluationRecord, data, "the x store at /data")
+    except StoreCorruptError as exc:
+        assert str(exc).startswith("the x store at /data holds a damaged record: ")
+    else:
+        assert isinstance(decoded, EvaluationRecord)

@@ -36,14 +36,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus.codec import DecodeError, decode_value, encode_value
+from consensus.codec import encode_value
 from node.ledger.env import (
     DbSpec,
     Environment,
     MiB,
     ReadTxn,
-    StoreCorruptError,
     WriteTxn,
+    decode_record,
     open_for_chain,
 )
 
@@ -240,9 +240,4 @@ class PrivateStore:
     def _record(self, value: bytes | memoryview | None) -> PrivateRecord | None:
         if value is None:
             return None
-        try:
-            return decode_value(PrivateRecord, bytes(value))
-        except DecodeError as exc:
-            raise StoreCorruptError(
-                f"the private store at {self.env.path} holds a damaged record: {exc}"
-            ) from None
+        return decode_record(PrivateRecord, value, f"the private store at {self.env.path}")

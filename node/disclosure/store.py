@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from consensus.codec import DecodeError, decode_value, encode_value
+from consensus.codec import encode_value
 from node.identifiers.pseudonym import EntityRef
 from node.ledger.application import entity_key
 from node.ledger.env import (
     DbSpec,
     Environment,
     MiB,
-    StoreCorruptError,
     WriteTxn,
+    decode_record,
     open_for_chain,
 )
 
@@ -193,9 +193,4 @@ class DisclosureStore:
         return self.env.write(expire)
 
     def _decode(self, cls: type[T], value: bytes | memoryview) -> T:
-        try:
-            return decode_value(cls, bytes(value))
-        except DecodeError as exc:
-            raise StoreCorruptError(
-                f"the disclosure store at {self.env.path} holds a damaged record: {exc}"
-            ) from None
+        return decode_record(cls, value, f"the disclosure store at {self.env.path}")

@@ -29,6 +29,8 @@ from typing import TypeAlias, TypeVar
 
 import lmdb
 
+from consensus.codec import DecodeError, decode_value
+
 T = TypeVar("T")
 
 MiB = 1024 * 1024
@@ -67,6 +69,15 @@ class StoreFullError(StoreError):
 
 class StoreCorruptError(StoreError):
     """The data files are damaged or are not a ledger store."""
+
+
+def decode_record(cls: type[T], value: bytes | memoryview, store: str) -> T:
+    """A record read back from ``store`` (its name and path, for the message); a damaged
+    one is a ``StoreCorruptError``, never a crash deeper in."""
+    try:
+        return decode_value(cls, bytes(value))
+    except DecodeError as exc:
+        raise StoreCorruptError(f"{store} holds a damaged record: {exc}") from None
 
 
 @dataclass(frozen=True)

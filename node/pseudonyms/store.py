@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from consensus.codec import DecodeError, decode_value, encode_value
+from consensus.codec import encode_value
 from node.ledger.env import (
     DbSpec,
     Environment,
     MiB,
-    StoreCorruptError,
     WriteTxn,
+    decode_record,
     open_for_chain,
 )
 
@@ -263,9 +263,4 @@ class PseudonymStore:
         return self.cache_env.write(forget)
 
     def _decode(self, cls: type[T], value: bytes | memoryview) -> T:
-        try:
-            return decode_value(cls, bytes(value))
-        except DecodeError as exc:
-            raise StoreCorruptError(
-                f"the pseudonym store at {self.env.path} holds a damaged record: {exc}"
-            ) from None
+        return decode_record(cls, value, f"the pseudonym store at {self.env.path}")
