@@ -38,8 +38,8 @@ from node.setup.strict_json import (
     hex_bytes,
     integer,
     json_type,
+    load_json,
     object_fields,
-    read_json,
     string,
 )
 
@@ -495,12 +495,7 @@ def draft_to_dict(draft: GenesisDraft) -> dict[str, Any]:
 
 
 def load_genesis(path: Path | str) -> Genesis:
-    path = Path(path)
-    doc = read_json(path)
-    try:
-        return parse_genesis(doc)
-    except GenesisError as exc:
-        raise GenesisError(f"{path}: {exc}") from None
+    return load_json(path, parse_genesis)
 
 
 def save_genesis(path: Path | str, genesis: Genesis) -> None:
@@ -508,12 +503,7 @@ def save_genesis(path: Path | str, genesis: Genesis) -> None:
 
 
 def load_draft(path: Path | str) -> GenesisDraft:
-    path = Path(path)
-    doc = read_json(path)
-    try:
-        return parse_draft(doc)
-    except GenesisError as exc:
-        raise GenesisError(f"{path}: {exc}") from None
+    return load_json(path, parse_draft)
 
 
 def save_draft(path: Path | str, draft: GenesisDraft) -> None:
@@ -521,12 +511,7 @@ def save_draft(path: Path | str, draft: GenesisDraft) -> None:
 
 
 def load_descriptor(path: Path | str) -> MemberDescriptor:
-    path = Path(path)
-    doc = read_json(path)
-    try:
-        return parse_member(doc)
-    except GenesisError as exc:
-        raise GenesisError(f"{path}: {exc}") from None
+    return load_json(path, parse_member)
 
 
 def save_descriptor(path: Path | str, descriptor: MemberDescriptor) -> None:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from node.setup.genesis_errors import GenesisError
 from node.setup.keys import reject_duplicate_keys
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+T = TypeVar("T")
 
 
 def json_type(value: object) -> str:
@@ -94,3 +95,13 @@ def read_json(path: Path) -> Any:
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise GenesisError(f"{path}: invalid JSON: {exc}") from None
+
+
+def load_json(path: Path | str, parse: Callable[[object], T]) -> T:
+    """``parse`` of the file at ``path``; its errors name the file."""
+    path = Path(path)
+    doc = read_json(path)
+    try:
+        return parse(doc)
+    except GenesisError as exc:
+        raise GenesisError(f"{path}: {exc}") from None
