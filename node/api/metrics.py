@@ -17,7 +17,7 @@ counts) start from zero when the node starts, as Prometheus expects of counters;
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -79,9 +79,19 @@ def counter_by(
 ) -> CounterMetricFamily:
     """A counter with one label, its samples in the label's order (a family without
     samples is still described)."""
-    family = CounterMetricFamily(name, help_text, labels=[label])
-    for label_value, value in sorted(values):
-        family.add_metric([label_value], value)
+    return counter_by_labels(name, help_text, [label], (((v,), n) for v, n in values))
+
+
+def counter_by_labels(
+    name: str,
+    help_text: str,
+    labels: Sequence[str],
+    values: Iterable[tuple[tuple[str, ...], float]],
+) -> CounterMetricFamily:
+    """A counter with several labels, its samples in the labels' order."""
+    family = CounterMetricFamily(name, help_text, labels=list(labels))
+    for label_values, value in sorted(values):
+        family.add_metric(list(label_values), value)
     return family
 
 
@@ -374,22 +384,18 @@ class PseudonymCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         service = self.service
         stats = service.stats
-        evaluated = CounterMetricFamily(
+        yield counter_by_labels(
             "crosstrace_pseudonym_evaluated_points_total",
             "Points this member evaluated for another member, by requester and purpose.",
-            labels=["member", "purpose"],
+            ["member", "purpose"],
+            stats.evaluated.items(),
         )
-        for (member, purpose), value in sorted(stats.evaluated.items()):
-            evaluated.add_metric([member, purpose], value)
-        yield evaluated
-        refused = CounterMetricFamily(
+        yield counter_by_labels(
             "crosstrace_pseudonym_refused_total",
             "Evaluation requests this member refused, by requester and reason.",
-            labels=["member", "reason"],
+            ["member", "reason"],
+            stats.refused.items(),
         )
-        for (member, reason), value in sorted(stats.refused.items()):
-            refused.add_metric([member, reason], value)
-        yield refused
         day = day_of(service.clock_ms())
         params = service.genesis.pseudonyms
         used = GaugeMetricFamily(
