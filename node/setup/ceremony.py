@@ -23,7 +23,9 @@ replayed into another consortium or another run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import nacl.exceptions
 import nacl.utils
@@ -77,6 +79,8 @@ __all__ = [
     "make_deal",
     "run_in_process",
 ]
+
+SignedItem = TypeVar("SignedItem", Deal, Complaints, Answer)
 
 _INDEX_BYTES = 2
 _PLAINTEXT_SIZE = HASH_SIZE + 2 * _INDEX_BYTES + SCALAR_SIZE
@@ -172,8 +176,10 @@ def _check_draft_hash(draft: GenesisDraft, draft_hash: bytes, where: str) -> Non
         )
 
 
-def _sign(draft: GenesisDraft, key: NodeKey, item: Deal | Complaints | Answer) -> bytes:
-    return key.signer().sign(signed_message(draft.chain_id, item))
+def _signed(draft: GenesisDraft, key: NodeKey, unsigned: SignedItem) -> SignedItem:
+    """``unsigned`` with this member's signature over it."""
+    signature = key.signer().sign(signed_message(draft.chain_id, unsigned))
+    return dataclasses.replace(unsigned, signature=signature)
 
 
 # ---- 1. deal ---------------------------------------------------------------------------
@@ -186,13 +192,7 @@ def make_deal(draft: GenesisDraft, key: NodeKey, dealing: dkg.Dealing | None = N
     dealing = dealing if dealing is not None else dkg.deal(t, n)
     ciphertexts = tuple(_seal(draft, key, me, j, dealing.shares[j - 1]) for j in range(1, n + 1))
     unsigned = Deal(draft.hash(), draft.members[me - 1].name, dealing.commitments, ciphertexts)
-    return Deal(
-        unsigned.draft_hash,
-        unsigned.dealer,
-        unsigned.commitments,
-        unsigned.ciphertexts,
-        _sign(draft, key, unsigned),
-    )
+    return _signed(draft, key, unsigned)
 
 
 def check_deal(draft: GenesisDraft, deal: Deal, where: str) -> None:
@@ -303,13 +303,7 @@ def complain(
         deal.dealer for deal in bundle.deals if _opened_share(draft, key, me, deal) is None
     )
     unsigned = Complaints(draft.hash(), bundle.hash(), draft.members[me - 1].name, against)
-    return Complaints(
-        unsigned.draft_hash,
-        unsigned.deals_hash,
-        unsigned.member,
-        unsigned.against,
-        _sign(draft, key, unsigned),
-    )
+    return _signed(draft, key, unsigned)
 
 
 def check_complaints(
@@ -368,13 +362,7 @@ def answer(
             )
         revealed.append(RevealedShare(draft.members[j - 1].name, share))
     unsigned = Answer(draft.hash(), bundle.hash(), name, tuple(revealed))
-    return Answer(
-        unsigned.draft_hash,
-        unsigned.deals_hash,
-        unsigned.dealer,
-        unsigned.revealed,
-        _sign(draft, key, unsigned),
-    )
+    return _signed(draft, key, unsigned)
 
 
 def check_answer(draft: GenesisDraft, bundle: DealBundle, answer: Answer, where: str) -> None:
