@@ -509,14 +509,19 @@ def test_the_ceremony_through_the_command_line(
     assert files.genesis == genesis
 
 
-def test_command_line_refusals_are_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def four_homes_and_a_draft() -> None:
+    """Four member homes m0..m3 in the current folder and their draft genesis d.json."""
     for i in range(4):
         run("init", f"m{i}", "--name", f"bank-{i}", "--institution", "bank",
             "--address", f"10.0.0.{i + 1}:26656")  # fmt: skip
     run("genesis", *(f"m{i}/member.json" for i in range(4)), "--chain-id", "c", "--out", "d.json")
+
+
+def test_command_line_refusals_are_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    four_homes_and_a_draft()
     run("dkg", "deal", "--home", "m0", "--draft", "d.json")
     out = fail("dkg", "collect", "--draft", "d.json", "deal-bank-0.json", "deal-bank-0.json")
     assert "a second deal by bank-0" in out
@@ -536,10 +541,7 @@ def test_a_cheating_dealer_through_the_command_line_is_disqualified(
     from node.setup.keys import load_key
 
     monkeypatch.chdir(tmp_path)
-    for i in range(4):
-        run("init", f"m{i}", "--name", f"bank-{i}", "--institution", "bank",
-            "--address", f"10.0.0.{i + 1}:26656")  # fmt: skip
-    run("genesis", *(f"m{i}/member.json" for i in range(4)), "--chain-id", "c", "--out", "d.json")
+    four_homes_and_a_draft()
     for i in range(4):
         run("dkg", "deal", "--home", f"m{i}", "--draft", "d.json", "--out", f"honest-{i}.json")
     # bank-1 sends a wrong share to bank-2 (member 3), signed like any deal.
