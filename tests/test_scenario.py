@@ -15,6 +15,7 @@ from node.ledger.authoring import Author, load_author
 from node.ledger.kinds import Link, Report
 from node.ledger.transactions import TxContext, member_table, validate_tx
 from node.ops.scenario import STORY, fraud_ring, fraud_ring_entities, fraud_ring_with_refs
+from node.setup.genesis import Genesis
 from node.setup.provision import make_testnet
 from node.testing.dealer import TEST_KEY, KeyedPseudonyms
 
@@ -40,18 +41,23 @@ def authors(tmp_path: Path, nodes: int) -> dict[str, Author]:
     return out
 
 
-def test_every_record_is_a_valid_transaction_of_the_partner_that_saw_it(tmp_path: Path) -> None:
-    team = authors(tmp_path, 6)
-    now = int(time.time() * 1000)
-    signed = fraud_ring(team, now)
-    genesis = next(iter(team.values())).genesis
-    ctx = TxContext(
+def context(genesis: Genesis, now: int) -> TxContext:
+    """What validating the story's transactions needs: no nonce seen before."""
+    return TxContext(
         chain_id=genesis.chain_id,
         members=member_table(genesis.members),
         now_ms=now,
         max_skew_ms=60_000,
         nonce_seen=lambda member, nonce: False,
     )
+
+
+def test_every_record_is_a_valid_transaction_of_the_partner_that_saw_it(tmp_path: Path) -> None:
+    team = authors(tmp_path, 6)
+    now = int(time.time() * 1000)
+    signed = fraud_ring(team, now)
+    genesis = next(iter(team.values())).genesis
+    ctx = context(genesis, now)
     institutions = {m.name: m.institution for m in genesis.members}
     assert len(signed) == len(STORY)
     for (member, tx), record in zip(signed, sorted(STORY, key=lambda r: -r.days_ago), strict=True):
@@ -90,13 +96,7 @@ def test_each_partner_asks_for_its_pseudonyms_once_and_they_are_the_ones_signed(
                 if member == author.member}  # fmt: skip
         assert source.requests == [len(mine)]
     genesis = next(iter(team.values())).genesis
-    ctx = TxContext(
-        chain_id=genesis.chain_id,
-        members=member_table(genesis.members),
-        now_ms=now,
-        max_skew_ms=60_000,
-        nonce_seen=lambda member, nonce: False,
-    )
+    ctx = context(genesis, now)
     expected = KeyedPseudonyms(TEST_KEY)
     for (_, tx, refs), ends in zip(signed, named, strict=True):
         assert list(refs) == expected.refs(list(ends))
