@@ -155,6 +155,9 @@ class Replica:
             outbox=self.outbox,
             timeout_ms=self.view_changer.timeout_ms,
         )
+        # The view this replica last asked for on its own suspicion, and why (for the
+        # host's log); a view it joined after others is not in here.
+        self.suspected: tuple[int, str] = (-1, "")
         self.heartbeat = Heartbeat(
             member=member,
             params=self.params,
@@ -253,6 +256,7 @@ class Replica:
                 self._propose(flush=True)
             case Timer.REQUEST:
                 if self.request_timer.expired(self.view_active, self.now):
+                    self.suspected = (self.view + 1, self.request_timer.suspicion)
                     self._start_view_change(self.view + 1)
             case Timer.VIEW_CHANGE:
                 if not self.view_active:

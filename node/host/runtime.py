@@ -559,13 +559,18 @@ class NodeRuntime:
                     self.replica.view % self.membership.n,
                     self.replica.executed,
                     len(self.replica.requests.pending),
-                    self.replica.request_timer.suspicion
-                    or "not suspected here: f + 1 others moved, or a view change timed out",
+                    self._why_view_changed(),
                 )
-                self.replica.request_timer.suspicion = ""
             self.stats.steps += len(events)
             self.stats.rounds += 1
             await self._carry_out(actions)
+
+    def _why_view_changed(self) -> str:
+        assert self.replica is not None
+        view, reason = self.replica.suspected
+        if view == self.replica.view:
+            return reason
+        return "not suspected here: f + 1 others moved, or a view change timed out"
 
     async def _next_events(self) -> list[Event]:
         """What arrived, then the timers that are due: a replica back from a long stall
